@@ -29,8 +29,8 @@ def valkey() -> Iterator[ValkeyServer]:
 @pytest.fixture(scope="session")
 def triton_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repository = render("cpu", tmp_path_factory.mktemp("repository") / "cpu")
-    for model in TEST_MODELS.iterdir():
-        shutil.copytree(model, repository / model.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for config in TEST_MODELS.glob("*/config.pbtxt"):
+        shutil.copytree(config.parent, repository / config.parent.name, ignore=shutil.ignore_patterns("__pycache__"))
     return repository
 
 
