@@ -86,4 +86,5 @@ def install_all() -> None:
         ("LLM tokenizer exported from the GGUF", llm_assets.export_tokenizer),
     ]
     for label, step in steps:
-        print(f"  - {label}: {step()}", flush=True)
+        print(f"  - {label} ...", end=" ", flush=True)
+        print(step(), flush=True)
