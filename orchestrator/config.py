@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator.api.settings import ApiSettings
+
 SampledPolicy = Literal["bypass", "seeded", "cache"]
 IndexBackend = Literal["redisearch", "faiss"]
 
@@ -93,3 +95,4 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     semantic: SemanticSettings = Field(default_factory=SemanticSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
