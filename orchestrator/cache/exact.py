@@ -1,0 +1,240 @@
+"""The exact layer: complete answers in Redis under the request's key, with per-tenant hit statistics.
+
+Layout (`{tenant}` is a Redis Cluster hash tag, so a tenant's entries and stats share a slot):
+  <prefix>:exact:{<tenant>}:<namespace>:<key>   hash  a=msgpack(answer) tok=tokens hits=n created=unix time
+  <prefix>:stats:{<tenant>}                      hash  exact_hits semantic_hits misses tokens_saved
+A hit is one EVALSHA round trip: read the answer, count the hit on the entry and in the tenant's stats.
+
+Redis failures never fail a request: the operation returns "nothing cached"/"not stored", logs a warning,
+counts `orchestrator_redis_errors_total`, and the cache is skipped for `retry_after_s` so a dead Redis costs
+one short timeout, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import msgpack
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from orchestrator import metrics
+from orchestrator.cache.types import CachedAnswer
+from orchestrator.config import RedisSettings
+from orchestrator.errors import BackendUnavailable, InvalidRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENTRY_FORMAT = 1
+KEY_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+STAT_FIELDS = ("exact_hits", "semantic_hits", "misses", "tokens_saved")
+SCAN_BATCH = 1000
+
+# KEYS[1] entry, KEYS[2] tenant stats. Returns the packed answer or nil.
+GET_SCRIPT = """
+local found = redis.call('HMGET', KEYS[1], 'a', 'tok')
+if not found[1] then return false end
+redis.call('HINCRBY', KEYS[1], 'hits', 1)
+redis.call('HINCRBY', KEYS[2], 'exact_hits', 1)
+redis.call('HINCRBY', KEYS[2], 'tokens_saved', tonumber(found[2]) or 0)
+return found[1]
+"""
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """A client that fails fast: short timeouts and no retries (the caller skips the cache instead)."""
+    return aioredis.Redis.from_url(settings.url, socket_timeout=settings.socket_timeout_s,
+                                   socket_connect_timeout=settings.connect_timeout_s,
+                                   retry=Retry(NoBackoff(), 0), max_connections=settings.max_connections)
+
+
+def pack_answer(answer: CachedAnswer) -> bytes:
+    return msgpack.packb([ENTRY_FORMAT, answer.text, answer.model, answer.prompt_tokens, answer.completion_tokens,
+                          answer.finish_reason, answer.created_at, answer.key])
+
+
+def unpack_answer(data: bytes) -> CachedAnswer | None:
+    """None for an entry in another format or damaged (then treated as a miss and overwritten)."""
+    try:
+        fields = msgpack.unpackb(data)
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ENTRY_FORMAT:
+        return None
+    _, text, model, prompt_tokens, completion_tokens, finish_reason, created_at, key = fields
+    return CachedAnswer(text=text, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        finish_reason=finish_reason, created_at=created_at, key=key)
+
+
+def tokens_saved(answer: CachedAnswer) -> int:
+    """What a hit spares the engine: the prefill of the prompt and the decoding of the answer."""
+    return answer.prompt_tokens + answer.completion_tokens
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+class ExactCache:
+    def __init__(self, client: aioredis.Redis, prefix: str = "llmcache", max_entry_bytes: int = 256 * 1024,
+                 retry_after_s: float = 1.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.max_entry_bytes = max_entry_bytes
+        self.retry_after_s = retry_after_s
+        self._get_script = client.register_script(GET_SCRIPT)
+        self._skip_until = 0.0
+
+    # Keys -------------------------------------------------------------------------------------------------------
+
+    def entry_key(self, tenant: str, namespace: str, key: str) -> str:
+        return f"{self.prefix}:exact:{{{tenant}}}:{namespace}:{key}"
+
+    def stats_key(self, tenant: str) -> str:
+        return f"{self.prefix}:stats:{{{tenant}}}"
+
+    def _entry_pattern(self, tenant: str | None, namespace: str | None, key: str | None) -> str:
+        parts = [_glob_escape(part) if part else "*" for part in (tenant, namespace, key)]
+        return f"{_glob_escape(self.prefix)}:exact:{{{parts[0]}}}:{parts[1]}:{parts[2]}"
+
+    # Pass-through on failure ------------------------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """False while skipping Redis after an error."""
+        return time.monotonic() >= self._skip_until
+
+    async def _soft(self, operation: str, call: Callable[[], Awaitable[T]], default: T) -> T:
+        """Run a Redis call for a request; on failure return `default` and skip Redis for a while."""
+        if not self.available:
+            return default
+        try:
+            return await call()
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            metrics.REDIS_ERRORS.labels(operation).inc()
+            self._skip_until = time.monotonic() + self.retry_after_s
+            log.warning("redis %s failed (%s: %s); serving without the cache for %.1f s", operation,
+                        type(error).__name__, error, self.retry_after_s)
+            return default
+
+    async def _hard(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an administrative Redis call; failure is the caller's error (503), not a silent no-op."""
+        try:
+            return await call()
+        except (RedisError, OSError, asyncio.TimeoutError) as error:
+            metrics.REDIS_ERRORS.labels(operation).inc()
+            raise BackendUnavailable(f"redis unavailable for {operation}: {error}") from error
+
+    # Request path -----------------------------------------------------------------------------------------------
+
+    async def get(self, tenant: str, namespace: str, key: str) -> CachedAnswer | None:
+        """The stored answer, counting the hit; None on a miss or when Redis is unavailable."""
+        keys = [self.entry_key(tenant, namespace, key), self.stats_key(tenant)]
+        data = await self._soft("get", lambda: self._get_script(keys=keys), None)
+        return unpack_answer(data) if data is not None else None
+
+    async def set(self, tenant: str, namespace: str, answer: CachedAnswer, ttl_s: int) -> bool:
+        """Store a complete answer; False when it is over the size cap or Redis is unavailable."""
+        packed = pack_answer(answer)
+        if len(packed) > self.max_entry_bytes:
+            metrics.CACHE_STORES_SKIPPED.labels("too_large").inc()
+            log.info("answer for %s not cached: %d bytes > cap %d", answer.key, len(packed), self.max_entry_bytes)
+            return False
+        name = self.entry_key(tenant, namespace, answer.key)
+
+        async def write() -> bool:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(name)
+                pipe.hset(name, mapping={"a": packed, "tok": tokens_saved(answer), "hits": 0,
+                                         "created": answer.created_at})
+                pipe.expire(name, ttl_s)
+                await pipe.execute()
+            return True
+
+        return await self._soft("set", write, False)
+
+    async def record(self, tenant: str, outcome: str, tokens: int = 0) -> None:
+        """Count a semantic hit or a miss in the tenant's stats (exact hits are counted by get())."""
+        async def write() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.stats_key(tenant), outcome, 1)
+                if tokens:
+                    pipe.hincrby(self.stats_key(tenant), "tokens_saved", tokens)
+                await pipe.execute()
+
+        await self._soft("record", write, None)
+
+    # Administration ---------------------------------------------------------------------------------------------
+
+    async def entry_info(self, tenant: str, namespace: str, key: str) -> dict[str, float] | None:
+        """An entry's hit count, tokens per hit, creation time and remaining TTL (None if absent)."""
+        name = self.entry_key(tenant, namespace, key)
+
+        async def read() -> dict[str, float] | None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(name, "hits", "tok", "created")
+                pipe.ttl(name)
+                (hits, tok, created), ttl = await pipe.execute()
+            if hits is None:
+                return None
+            return {"hits": int(hits), "tokens_saved": int(hits) * int(tok), "created_at": float(created),
+                    "ttl_s": int(ttl)}
+
+        return await self._hard("entry_info", read)
+
+    async def invalidate(self, tenant: str | None = None, namespace: str | None = None, key: str | None = None) -> int:
+        """Delete the entries matching every given part (none given: all); returns how many."""
+        if key is not None and not KEY_PATTERN.match(key):
+            raise InvalidRequest("key", "must be a cache key: 64 lowercase hex digits")
+        pattern = self._entry_pattern(tenant, namespace, key)
+        return await self._hard("invalidate", lambda: self._unlink_matching(pattern))
+
+    async def _unlink_matching(self, pattern: str) -> int:
+        removed = 0
+        batch: list[bytes] = []
+        async for name in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
+            batch.append(name)
+            if len(batch) >= SCAN_BATCH:
+                removed += await self.client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self.client.unlink(*batch)
+        return removed
+
+    async def count_entries(self, tenant: str | None = None) -> int:
+        async def count() -> int:
+            return sum([1 async for _ in self.client.scan_iter(match=self._entry_pattern(tenant, None, None),
+                                                               count=SCAN_BATCH)])
+
+        return await self._hard("count", count)
+
+    async def stats(self, tenant: str | None = None) -> dict[str, int]:
+        """Hits by layer, misses and tokens saved, for one tenant or summed over all."""
+        async def read() -> dict[str, int]:
+            if tenant is not None:
+                names = [self.stats_key(tenant)]
+            else:
+                names = [n async for n in self.client.scan_iter(match=f"{_glob_escape(self.prefix)}:stats:*",
+                                                                count=SCAN_BATCH)]
+            totals = dict.fromkeys(STAT_FIELDS, 0)
+            for name in names:
+                values = await self.client.hmget(name, *STAT_FIELDS)
+                for field, value in zip(STAT_FIELDS, values):
+                    totals[field] += int(value or 0)
+            return totals
+
+        return await self._hard("stats", read)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
