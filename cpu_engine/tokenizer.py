@@ -1,0 +1,49 @@
+"""The model's own vocabulary for the Python models: tokenizer.json exported from the GGUF at set-up.
+
+Ids are identical to llama.cpp's tokenizer for the same text (tests/unit/test_tokenizer_llama.py checks it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from stack import llm_assets, paths
+
+
+def resolve_dir(configured: str) -> Path:
+    """A model's `tokenizer_dir` parameter: absolute, relative to the project root, or empty for the default."""
+    if not configured:
+        return llm_assets.tokenizer_dir()
+    path = Path(configured)
+    return path if path.is_absolute() else paths.PROJECT_ROOT / path
+
+
+@lru_cache(maxsize=4)
+def load(directory: str = "") -> Tokenizer:
+    return Tokenizer.from_file(str(resolve_dir(directory) / "tokenizer.json"))
+
+
+def encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Ids of text as the model sees it: special tokens in the text (chat markers) are parsed, nothing added."""
+    return tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def word_list(tokenizer: Tokenizer, words: list[str]) -> np.ndarray:
+    """Upstream's [2, L] word-list tensor: ids back to back (padded with 0), end offsets (padded with -1).
+    No words gives [[0], [-1]], which means 'none' to the engine."""
+    ids: list[int] = []
+    offsets: list[int] = []
+    for word in words:
+        if word:
+            ids.extend(encode(tokenizer, word))
+            offsets.append(len(ids))
+    width = max(len(ids), len(offsets), 1)
+    out = np.zeros((2, width), dtype=np.int32)
+    out[1, :] = -1
+    out[0, :len(ids)] = ids
+    out[1, :len(offsets)] = offsets
+    return out

@@ -1,0 +1,58 @@
+"""Triton Python model: text_input → input_ids, stop/bad words → upstream's [2, L] word lists."""
+
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from cpu_engine import tokenizer
+
+
+def _strings(request, name: str) -> list[str]:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return []
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in tensor.as_numpy().reshape(-1)]
+
+
+def _optional_int(request, name: str, default: int) -> int:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return int(tensor.as_numpy().reshape(-1)[0]) if tensor is not None else default
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"]).get("parameters", {})
+        directory = parameters.get("tokenizer_dir", {}).get("string_value", "")
+        self.tokenizer = tokenizer.load(directory)
+        self.end_id = self.tokenizer.token_to_id(parameters["end_token"]["string_value"])
+        self.pad_id = self.tokenizer.token_to_id(parameters["pad_token"]["string_value"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(pb_utils.InferenceResponse(output_tensors=self._preprocess(request)))
+            except (ValueError, UnicodeDecodeError) as error:
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"preprocessing: {error}", pb_utils.TritonError.INVALID_ARG)))
+        return responses
+
+    def _preprocess(self, request):
+        queries = _strings(request, "QUERY")
+        if len(queries) != 1:
+            raise ValueError(f"text_input: expected one string per request, got {len(queries)}")
+        ids = tokenizer.encode(self.tokenizer, queries[0])
+        if not ids:
+            raise ValueError("text_input: the prompt is empty")
+        output_len = pb_utils.get_input_tensor_by_name(request, "REQUEST_OUTPUT_LEN").as_numpy().reshape(-1)
+        tensors = {
+            "INPUT_ID": np.array([ids], dtype=np.int32),
+            "REQUEST_INPUT_LEN": np.array([[len(ids)]], dtype=np.int32),
+            "BAD_WORDS_IDS": tokenizer.word_list(self.tokenizer, _strings(request, "BAD_WORDS_DICT"))[None],
+            "STOP_WORDS_IDS": tokenizer.word_list(self.tokenizer, _strings(request, "STOP_WORDS_DICT"))[None],
+            "REQUEST_OUTPUT_LEN": output_len.astype(np.int32).reshape(1, -1),
+            "OUT_END_ID": np.array([[_optional_int(request, "END_ID", self.end_id)]], dtype=np.int32),
+            "OUT_PAD_ID": np.array([[_optional_int(request, "PAD_ID", self.pad_id)]], dtype=np.int32),
+        }
+        return [pb_utils.Tensor(name, value) for name, value in tensors.items()]
