@@ -71,7 +71,8 @@ class EngineSpec:
         for key, kind in fields.items():
             value = table.get(key)
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise EngineBuildError(f"{where}: [engine] '{key}' must be a {kind.__name__}, got {value!r}")
+                kind_name = "an integer" if kind is int else "a string"
+                raise EngineBuildError(f"{where}: [engine] '{key}' must be {kind_name}, got {value!r}")
             values[key] = value
         parameters = profile.get("models", {}).get("tensorrt_llm", {}).get("parameters", {})
         spec = cls(**values, chunked_context=str(parameters.get("enable_chunked_context", False)).lower() == "true")
