@@ -15,9 +15,6 @@ from stack import paths
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-#: The NGC image that pairs Triton with TensorRT-LLM 1.2.1 (DESIGN.md).
-NGC_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
-
 
 @app.command()
 def install() -> None:
@@ -47,34 +44,58 @@ def render(
     typer.echo(f"rendered {', '.join(sorted(p.name for p in written.iterdir()))} into {written}")
 
 
-def gpu_command(repository: Path, http_port: int, grpc_port: int, metrics_port: int) -> list[str]:
-    return [
-        "docker", "run", "--rm", "--gpus", "all", "--shm-size=2g", "--ulimit", "memlock=-1",
-        "--ulimit", "stack=67108864",
+def gpu_command(profile: dict, repository: Path, engine_dir: Path, tokenizer_dir: Path, http_port: int,
+                grpc_port: int, metrics_port: int) -> list[str]:
+    """`docker run` of the profile's NGC image on a rendered repository, its engine and tokenizer mounted.
+
+    With tensor parallelism (`[engine] tp_size` > 1) one tritonserver per rank runs under mpirun in leader
+    mode, as upstream's launch_triton_server.py does: rank 0 serves every model, the other ranks load only
+    `tensorrt_llm`, each Python backend with its own shared-memory prefix.
+    """
+    deploy, tp_size = profile["deploy"], profile["engine"]["tp_size"]
+    docker = [
+        "docker", "run", "--rm", "--gpus", "all", f"--shm-size={deploy['shm_size']}",
+        "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
         "-p", f"{http_port}:8000", "-p", f"{grpc_port}:8001", "-p", f"{metrics_port}:8002",
-        "-v", f"{repository.resolve()}:/models:ro", NGC_IMAGE,
-        "tritonserver", "--model-repository=/models",
+        "-v", f"{repository.resolve()}:/models:ro",
+        "-v", f"{engine_dir.resolve()}:{deploy['engine_mount']}:ro",
+        "-v", f"{tokenizer_dir.resolve()}:{deploy['tokenizer_mount']}:ro",
+        deploy["image"],
     ]
+    server = ["tritonserver", "--model-repository=/models"]
+    if tp_size == 1:
+        return docker + server
+    ranks: list[str] = ["mpirun", "--allow-run-as-root"]
+    for rank in range(tp_size):
+        only_llm = ["--model-control-mode=explicit", "--load-model=tensorrt_llm"] if rank else []
+        ranks += ["-n", "1", *server, *only_llm, "--disable-auto-complete-config",
+                  f"--backend-config=python,shm-region-prefix-name=prefix{rank}_", ":"]
+    return docker + ranks[:-1]
 
 
 @app.command()
 def triton(
-    profile: Annotated[str, typer.Option(help="deployment profile to render")] = "cpu",
+    profile: Annotated[str | None, typer.Option(help="deployment profile to render (default: cpu, gpu-h100 with --gpu)")] = None,
     repository: Annotated[Path | None, typer.Option(help="an already rendered repository")] = None,
     http_port: int = 8000,
     grpc_port: int = 8001,
     metrics_port: int = 8002,
     gpu: Annotated[bool, typer.Option(help="run the NGC TensorRT-LLM container instead")] = False,
+    engine_dir: Annotated[Path | None, typer.Option(help="--gpu: the built engine (scripts/build_engine.sh --out)")] = None,
+    tokenizer_dir: Annotated[Path | None, typer.Option(help="--gpu: the model's Hugging Face tokenizer files")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the command, start nothing")] = False,
 ) -> None:
     """Start Triton on a rendered repository, wait until ready, serve until Ctrl-C, then stop it cleanly."""
-    from stack.render import render as render_repository
+    from stack.render import load_profile, profile_path, render as render_repository
     from stack.triton import TritonServer
 
+    profile = profile or ("gpu-h100" if gpu else "cpu")
     if repository is None:
         repository = render_repository(profile, paths.STACK_HOME / "repository" / profile)
     if gpu:
-        command = gpu_command(repository, http_port, grpc_port, metrics_port)
+        engines = paths.STACK_HOME / "engines" / profile
+        command = gpu_command(load_profile(profile_path(profile)), repository, engine_dir or engines / "llm",
+                              tokenizer_dir or engines / "tokenizer", http_port, grpc_port, metrics_port)
         typer.echo(shlex.join(command))
         if not dry_run:
             import os
