@@ -3,8 +3,9 @@
 Keys come from ORCH_API_KEYS and/or a TOML keys file (orchestrator.api.settings). A presented key is compared
 with every configured key in constant time, so response timing does not reveal how much of a key matched.
 Open mode (no key needed, admin allowed) is on by default only when the server is bound to loopback and no
-key is configured; a wrong key is refused even in open mode, so a typo never silently lands in another
-tenant's cache.
+key is configured. With keys configured, an unknown key is refused even in open mode, so a typo never
+silently lands in another tenant's cache; without any, every key is accepted (clients such as the openai SDK
+always send one).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Authenticator:
         if self._admin_key is not None and hmac.compare_digest(presented, self._admin_key):
             found = Principal(tenant="admin", allowed_namespaces=None, admin=True)
         if found is None:
+            if self.open_mode and not self._grants and self._admin_key is None:
+                return self._open_principal  # clients such as the openai SDK always send some key
             raise Unauthenticated("invalid API key")
         return found
 

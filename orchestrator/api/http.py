@@ -37,22 +37,26 @@ from orchestrator.api.openai_types import (
     InvalidateBody,
     cache_controls,
 )
-from orchestrator.errors import InvalidRequest
+from orchestrator.errors import InvalidRequest, OrchestratorError
 from orchestrator.schemas import CacheInfo, GenerationRequest, GenerationResult, StreamChunk, Usage
 
 log = logging.getLogger(__name__)
+
+
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None,
+            x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+    auth: Authenticator = request.app.state.auth
+    return auth.authenticate(x_api_key or bearer_token(authorization))
+
+
+Caller = Annotated[Principal, Depends(_caller)]
 
 
 def create_app(service: GenerationService, auth: Authenticator, models: ServedModels) -> FastAPI:
     app = FastAPI(title="orchestrator", summary="OpenAI-compatible API with exact and semantic caching",
                   version="1")
     _install_error_handlers(app)
-
-    def principal(authorization: Annotated[str | None, Header()] = None,
-                  x_api_key: Annotated[str | None, Header()] = None) -> Principal:
-        return auth.authenticate(x_api_key or bearer_token(authorization))
-
-    Caller = Annotated[Principal, Depends(principal)]
+    app.state.auth = auth
     served = (*models.generation, models.embedding)
 
     @app.get("/healthz")
@@ -176,8 +180,10 @@ async def _server_sent_events(first: StreamChunk, chunks: AsyncIterator[StreamCh
 
 
 class CancellingStreamingResponse(StreamingResponse):
-    """A stream that stops as soon as the client disconnects, not at the next write, and always closes its
-    body iterator, which closes the service stream and so cancels the backend request."""
+    """A stream that stops as soon as the client disconnects and always closes its body iterator, which closes
+    the service stream and so cancels the backend request. (Starlette's own watches for the disconnect only
+    under ASGI < 2.4 servers, notices it otherwise at the next write, and leaves the iterator to the garbage
+    collector when the cancellation lands in a write.)"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -328,11 +334,14 @@ def _status_label(exc: BaseException) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as OpenAI's `{"error": {message, type, param, code}}` with the right status."""
 
-    @app.exception_handler(Exception)
-    async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    async def error_response(request: Request, exc: Exception) -> JSONResponse:
         status, body = http_status_and_body(exc)
         headers = {"www-authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(body, status_code=status, headers=headers)
+
+    app.add_exception_handler(OrchestratorError, error_response)
+    # Starlette answers with this and then re-raises, so the server logs the traceback too.
+    app.add_exception_handler(Exception, error_response)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,6 +39,7 @@ class ApiSettings(BaseModel):
     # How often the gRPC health service re-checks Triton and Redis.
     health_interval_s: float = Field(default=5.0, gt=0)
     log_level: str = "info"
+    access_log: bool = False
 
     @field_validator("keys", mode="before")
     @classmethod
