@@ -1,0 +1,65 @@
+"""`python -m orchestrator serve` as a child process on chosen (or free) loopback ports: what the e2e tests,
+the benchmarks and the demo start, so clients and server do not share one Python interpreter."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack import paths
+from stack.ports import free_port
+from stack.process import ManagedProcess
+
+
+@dataclass
+class OrchestratorProcess:
+    """Use as a context manager; `env` adds ORCH_* settings (keys, key prefix, thresholds, ...)."""
+
+    triton_url: str
+    redis_url: str
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        argv = [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
+                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                "--triton-url", self.triton_url, "--redis-url", self.redis_url]
+        log_path = self.log_path or paths.STACK_HOME / "logs" / f"orchestrator-{self.http_port}.log"
+        self._process = ManagedProcess("orchestrator", argv, log_path, env={**os.environ, **self.env})
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def start(self, timeout_s: float = 60.0) -> OrchestratorProcess:
+        self._process.start(self.ready, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._process.log_tail(lines)
+
+    def __enter__(self) -> OrchestratorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
