@@ -69,7 +69,8 @@ class LlamaEngine:
         if not config.enable_kv_cache_reuse:
             params.cache_ram_mib = 0
         params.hostnames = [str(self._socket_dir / "llama.sock")]
-        params.api_keys = [secrets.token_urlsafe(32)]
+        self.api_key = secrets.token_urlsafe(32)
+        params.api_keys = [self.api_key]
         params.n_threads_http = 1
         params.endpoint_metrics = False
         params.endpoint_slots = False
