@@ -69,13 +69,20 @@ def model_stats(client: httpclient.InferenceServerClient, model: str) -> ModelSt
     )
 
 
-def stats_after(client: httpclient.InferenceServerClient, model: str, before: ModelStats, requests: int,
-                timeout_s: float = 5.0) -> ModelStats:
-    """Counters since `before` once Triton has recorded `requests` more requests: a response can reach the
-    client a moment before its statistics are recorded. Returns what is there when the timeout passes."""
+def wait_recorded(client: httpclient.InferenceServerClient, model: str, before: ModelStats, requests: int,
+                  timeout_s: float = 5.0) -> ModelStats:
+    """The model's counters once Triton has recorded `requests` more successful requests than `before`: a
+    response can reach the client a moment before its statistics are recorded. After the timeout, whatever
+    is there."""
     deadline = time.monotonic() + timeout_s
     while True:
-        delta = model_stats(client, model).minus(before)
-        if delta.request_count >= requests or time.monotonic() >= deadline:
-            return delta
+        now = model_stats(client, model)
+        if now.request_count - before.request_count >= requests or time.monotonic() >= deadline:
+            return now
         time.sleep(0.02)
+
+
+def stats_after(client: httpclient.InferenceServerClient, model: str, before: ModelStats, requests: int,
+                timeout_s: float = 5.0) -> ModelStats:
+    """Counters since `before`, once `requests` more requests are recorded (see wait_recorded)."""
+    return wait_recorded(client, model, before, requests, timeout_s).minus(before)

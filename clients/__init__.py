@@ -1,0 +1,1 @@
+"""Clients of the stack: chat, load generation, dynamic-batcher sweeps and a perf_analyzer wrapper."""

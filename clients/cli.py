@@ -1,0 +1,279 @@
+"""`python -m clients`: chat with the orchestrator, load it or Triton, tune Triton's dynamic batcher, run
+perf_analyzer. Tables go to stdout; with --json the last stdout line is the result as one JSON object;
+progress goes to stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from clients.workload import workload
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+#: Wide enough for the sweep table when stdout is a file or a pipe.
+out = Console(width=max(Console().width, 150))
+err = Console(stderr=True)
+
+TRITON_HTTP = "127.0.0.1:8000"
+TRITON_GRPC = "127.0.0.1:8001"
+ORCHESTRATOR_HTTP = "http://127.0.0.1:8080"
+
+Mix = Annotated[str, typer.Option(help="workload mix, e.g. exact=0.3,paraphrase=0.2,fresh=0.4,shared_prefix=0.1")]
+PromptFile = Annotated[Path | None, typer.Option(help="prompts (JSONL with 'prompt', or one per line) instead of the generator")]
+AsJson = Annotated[bool, typer.Option("--json", help="print the result as one JSON line last")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]{message}[/]")
+    return typer.Exit(code)
+
+
+def int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise fail(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise fail(f"{option}: give at least one value")
+    return values
+
+
+def emit(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result), flush=True)
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+@app.command()
+def load(
+    target: Annotated[str, typer.Option(help="triton (a model over gRPC) or http (the orchestrator)")] = "triton",
+    url: Annotated[str | None, typer.Option(help="Triton gRPC host:port or orchestrator base URL")] = None,
+    model: Annotated[str, typer.Option(help="Triton model, or the model name sent to the orchestrator")] = "embedding",
+    concurrency: Annotated[int | None, typer.Option(help="closed loop: clients each with one request in flight")] = None,
+    rate: Annotated[float | None, typer.Option(help="open loop: Poisson arrivals per second")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds to issue requests")] = 10.0,
+    requests: Annotated[int | None, typer.Option(help="stop after this many requests (instead of --duration)")] = None,
+    mix: Mix = "fresh=1",
+    file: PromptFile = None,
+    seed: int = 0,
+    max_tokens: int = 32,
+    stats_url: Annotated[str | None, typer.Option(help="Triton HTTP host:port: add Triton's own statistics")] = None,
+    api_key: Annotated[str, typer.Option(envvar="ORCHESTRATOR_API_KEY")] = "none",
+    as_json: AsJson = False,
+) -> None:
+    """Closed- or open-loop load with a live progress bar and a summary (throughput, latency percentiles,
+    TTFT, errors by kind, hits by cache layer; with --stats-url the batches Triton formed)."""
+    from clients.load import Plan, run_load
+    from clients.report import summary_table
+    from clients.targets import OrchestratorHttpTarget, TritonTarget
+
+    if concurrency is None and rate is None:
+        concurrency = 8
+    try:
+        plan = Plan(concurrency, rate, None if requests else duration, requests)
+        items = workload(mix, file, seed)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    if target == "triton":
+        chosen = TritonTarget(url or TRITON_GRPC, model, max_tokens)
+    elif target == "http":
+        chosen = OrchestratorHttpTarget(url or ORCHESTRATOR_HTTP, model, max_tokens, api_key)
+    else:
+        raise fail(f"--target: {target!r} is not one of triton, http")
+
+    async def run() -> dict:
+        import tritonclient.http as httpclient
+
+        from stack.triton_stats import model_stats, stats_after
+
+        try:
+            await chosen.open()
+        except ValueError as error:
+            raise fail(str(error)) from None
+        stats_client = httpclient.InferenceServerClient(stats_url) if stats_url else None
+        before = model_stats(stats_client, model) if stats_client else None
+        try:
+            with progress_bar() as bar:
+                task = bar.add_task(plan.mode, total=requests)
+                summary = await run_load(chosen, items, plan, lambda n: bar.advance(task, n), seed)
+        finally:
+            await chosen.close()
+        if stats_client:
+            ok = sum(1 for o in summary.outcomes if o.error is None)
+            summary.server = stats_after(stats_client, model, before, ok)
+            stats_client.close()
+        return summary.to_dict()
+
+    result = asyncio.run(run())
+    out.print(summary_table(result, f"load: {result['target']}"))
+    emit(result, as_json)
+
+
+@app.command()
+def sweep(
+    model: Annotated[str, typer.Option(help="Triton model to tune (dynamic batcher)")] = "embedding",
+    http_url: Annotated[str, typer.Option(help="Triton HTTP host:port (model control, statistics)")] = TRITON_HTTP,
+    grpc_url: Annotated[str, typer.Option(help="Triton gRPC host:port (the load)")] = TRITON_GRPC,
+    delay_us: Annotated[str, typer.Option(help="max_queue_delay_microseconds values")] = "0,1000,4000",
+    preferred: Annotated[str, typer.Option(help="preferred_batch_size sets, ';'-separated, '-' for none")] = "-;8,16,32",
+    max_batch: Annotated[str, typer.Option(help="max_batch_size values")] = "8,32",
+    instances: Annotated[str, typer.Option(help="instance_group count values")] = "1,2",
+    concurrency: Annotated[str, typer.Option(help="client concurrencies to drive each configuration at")] = "1,8,32",
+    at_concurrency: Annotated[int | None, typer.Option(help="pick the best at this concurrency (default: the highest)")] = None,
+    p99_ms: Annotated[float, typer.Option(help="latency budget: p99 at --at-concurrency must stay within it")] = 250.0,
+    duration: Annotated[float, typer.Option(help="seconds measured per configuration and concurrency")] = 5.0,
+    warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each measurement")] = 1.0,
+    mix: Mix = "fresh=1",
+    file: PromptFile = None,
+    seed: int = 0,
+    plot: Annotated[Path | None, typer.Option(help="write the PNG plot here")] = None,
+    write: Annotated[str | None, typer.Option(help="profile name or path: put the best configuration into it")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Load each dynamic-batcher configuration through explicit model control, drive it, read the batches
+    Triton formed, and pick the fastest within the p99 budget against the unbatched baseline."""
+    from clients import sweep as sweeping
+
+    concurrencies = int_list(concurrency, "--concurrency")
+    at = at_concurrency or max(concurrencies)
+    if at not in concurrencies:
+        raise fail(f"--at-concurrency {at} is not among --concurrency {concurrency}")
+    preferred_sets = [[] if group.strip() in ("-", "none", "") else int_list(group, "--preferred")
+                      for group in preferred.split(";")]
+    try:
+        candidates = sweeping.grid(int_list(delay_us, "--delay-us"), preferred_sets,
+                                   int_list(max_batch, "--max-batch"), int_list(instances, "--instances"))
+        items = workload(mix, file, seed)
+    except ValueError as error:
+        raise fail(str(error)) from None
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"sweep {model}", total=len(candidates) * len(concurrencies))
+
+        def on_point(point: sweeping.Point) -> None:
+            bar.advance(task)
+            bar.console.print(f"  {point.config.label} @ {point.concurrency}: {point.rps:.1f} req/s, "
+                              f"p99 {point.p99_ms:.1f} ms, mean batch {point.summary['server']['mean_batch_size']}")
+
+        try:
+            points = asyncio.run(sweeping.run_sweep(http_url, grpc_url, model, candidates, concurrencies,
+                                                    duration, warmup, items, on_point))
+        except (sweeping.SweepError, ValueError) as error:
+            raise fail(str(error), 1) from None
+    result = sweeping.result(model, points, at, p99_ms)
+    best, baseline = sweeping.choose(points, at, p99_ms)
+    out.print(sweeping.points_table(points, best, p99_ms))
+    if best is None:
+        out.print(f"[yellow]no batched configuration kept p99 within {p99_ms:g} ms at concurrency {at}[/]")
+    else:
+        out.print(f"best at concurrency {at}: [bold]{best.config.label}[/] {best.rps:.1f} req/s "
+                  f"(p99 {best.p99_ms:.1f} ms); unbatched {result['unbatched_rps']} req/s; "
+                  f"gain {result['batching_gain']}x")
+    if plot:
+        from clients.plots import sweep_plot
+
+        title = f"{model}: dynamic-batcher sweep, p99 budget {p99_ms:g} ms, best at concurrency {at}"
+        result["plot"] = str(sweep_plot(points, best, baseline, p99_ms, plot, title))
+    if write and best is not None:
+        from clients.profile_writer import write_batcher
+
+        try:
+            result["written"] = str(write_batcher(write, model, best.config))
+        except ValueError as error:
+            raise fail(str(error), 1) from None
+        out.print(f"wrote the best configuration into {result['written']}; render the repository again")
+    emit(result, as_json)
+
+
+@app.command()
+def perf(
+    model: Annotated[str, typer.Option(help="Triton model")] = "embedding",
+    url: Annotated[str, typer.Option(help="Triton gRPC host:port")] = TRITON_GRPC,
+    concurrency_range: Annotated[str, typer.Option(help="perf_analyzer start:end:step")] = "1:32:8",
+    window_requests: Annotated[int, typer.Option(help="minimum requests per measurement window")] = 200,
+    stability: Annotated[int, typer.Option(help="allowed max/min spread of the last 3 windows, %")] = 100,
+    max_trials: Annotated[int, typer.Option(help="windows before perf_analyzer gives up")] = 10,
+    max_tokens: int = 32,
+    mix: Mix = "fresh=1",
+    file: PromptFile = None,
+    seed: int = 0,
+    as_json: AsJson = False,
+) -> None:
+    """Run the bundled perf_analyzer with real prompts; one summary per concurrency, as `load` reports."""
+    from clients.perf import PerfError, PerfSettings, run_perf
+    from clients.report import summary_table
+
+    settings = PerfSettings(concurrency_range, window_requests, stability, max_trials, max_tokens)
+    try:
+        results = run_perf(url, model, workload(mix, file, seed), settings)
+    except (PerfError, ValueError) as error:
+        raise fail(str(error), 1) from None
+    for result in results:
+        out.print(summary_table(result, f"perf: {result['target']}"))
+    emit({"model": model, "results": results}, as_json)
+
+
+@app.command()
+def chat(
+    url: Annotated[str, typer.Option(help="orchestrator base URL")] = ORCHESTRATOR_HTTP,
+    model: Annotated[str, typer.Option(help="model name sent to the orchestrator")] = "ensemble",
+    system: Annotated[str | None, typer.Option(help="system prompt")] = None,
+    message: Annotated[str | None, typer.Option(help="send this one message and exit")] = None,
+    max_tokens: int = 128,
+    api_key: Annotated[str, typer.Option(envvar="ORCHESTRATOR_API_KEY")] = "none",
+) -> None:
+    """Chat with the orchestrator over its OpenAI-compatible HTTP API: answers stream in, each followed by the
+    layer that served it (exact / semantic / miss) and its timings. Ctrl-D or an empty line ends."""
+    import openai
+
+    from clients.chat import chat_turn
+
+    history = [{"role": "system", "content": system}] if system else []
+    client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key, max_retries=0)
+
+    def show(text: str) -> None:
+        out.print(text, end="", highlight=False, markup=False)
+
+    async def turn(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        try:
+            reply = await chat_turn(client, model, history, max_tokens, show)
+        except openai.APIStatusError as error:
+            history.pop()
+            err.print(f"[red]{error.status_code}: {error.message}[/]")
+            return
+        except openai.APIConnectionError as error:
+            history.pop()
+            raise fail(f"cannot reach {url}: {error}", 1) from None
+        history.append({"role": "assistant", "content": reply.text})
+        ttft = f"{reply.ttft_s * 1000:.0f} ms" if reply.ttft_s is not None else "-"
+        colour = {"exact": "green", "semantic": "cyan", "miss": "yellow"}.get(reply.layer, "white")
+        out.print(f"\n[{colour}][{reply.layer}][/] first token {ttft}, total {reply.total_s * 1000:.0f} ms")
+
+    async def session() -> None:
+        try:
+            if message is not None:
+                await turn(message)
+                return
+            while True:
+                try:
+                    text = await asyncio.to_thread(input, "> ")
+                except EOFError:
+                    return
+                if not text.strip():
+                    return
+                await turn(text)
+        finally:
+            await client.close()
+
+    asyncio.run(session())
