@@ -1,0 +1,217 @@
+"""deploy/: validated offline against the Compose specification and Kubernetes schemas, and kept consistent with
+the GPU profile, the orchestrator's metrics and upstream's metric names. Shell scripts pass shellcheck."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import orchestrator.api.metrics  # noqa: F401 - registers the API metrics
+import orchestrator.metrics  # noqa: F401 - registers the service metrics
+from stack import paths
+from stack.cli import gpu_command
+
+DEPLOY = paths.PROJECT_ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.33"
+GPU_PROFILE = tomllib.loads((paths.PROFILES_DIR / "gpu-h100.toml").read_text())
+#: Triton and TensorRT-LLM backend metric families the dashboard may use (Triton metrics docs, DESIGN.md).
+UPSTREAM_METRICS = {"nv_inference_queue_duration_us", "nv_inference_request_success", "nv_inference_request_failure",
+                    "nv_inference_compute_infer_duration_us", "nv_inference_count", "nv_inference_exec_count",
+                    "nv_trt_llm_kv_cache_block_metrics", "nv_trt_llm_request_metrics"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def mount_target(volume: str) -> str:
+    """The container path of a short-syntax volume ("${HOST:-default}:/target[:ro]")."""
+    return volume.removesuffix(":ro").rsplit(":", 1)[1]
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    schema_file = resources.files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose())]
+    assert errors == []
+    # The schema is strict enough to catch a misspelt key.
+    broken = compose()
+    broken["services"]["redis"]["healthckeck"] = broken["services"]["redis"].pop("healthcheck")
+    assert any("healthckeck" in e.message for e in validator.iter_errors(broken))
+
+
+def test_compose_matches_the_gpu_profile_and_waits_for_healthy_dependencies() -> None:
+    services = compose()["services"]
+    deploy = GPU_PROFILE["deploy"]
+    triton = services["triton"]
+    assert triton["image"] == deploy["image"]
+    assert triton["shm_size"] == deploy["shm_size"]
+    targets = {mount_target(volume) for volume in triton["volumes"]}
+    assert {"/models", deploy["engine_mount"], deploy["tokenizer_mount"]} <= targets
+    assert triton["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert services["orchestrator"]["depends_on"] == {"triton": {"condition": "service_healthy"},
+                                                       "redis": {"condition": "service_healthy"}}
+    assert services["redis"]["image"].startswith("redis:8")
+    for name in ("triton", "redis", "orchestrator"):
+        assert "healthcheck" in services[name], name
+
+
+def kustomize(overlay: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with its built-in kustomize) is not installed; the base files are still validated")
+    built = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True,
+                           timeout=60)
+    assert built.returncode == 0, built.stderr
+    return list(yaml.safe_load_all(built.stdout))
+
+
+def validate(documents: list[dict]) -> None:
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_base_manifests_validate_against_the_kubernetes_schemas() -> None:
+    documents = [d for f in sorted((K8S / "base").glob("*.yaml")) if f.name != "kustomization.yaml"
+                 for d in yaml.safe_load_all(f.read_text())]
+    assert {d["kind"] for d in documents} == {"Service", "StatefulSet", "Deployment", "HorizontalPodAutoscaler",
+                                             "PodDisruptionBudget"}
+    validate(documents)
+    broken = json.loads(json.dumps(next(d for d in documents if d["kind"] == "Deployment")))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/readyz"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def by_kind(documents: list[dict], kind: str, name: str) -> dict:
+    return next(d for d in documents if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def test_gpu_overlay_runs_triton_on_gpus_with_readiness_and_the_profile_image() -> None:
+    documents = kustomize("gpu")
+    validate(documents)
+    triton = by_kind(documents, "StatefulSet", "triton")
+    container = triton["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == GPU_PROFILE["deploy"]["image"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/models", GPU_PROFILE["deploy"]["engine_mount"], GPU_PROFILE["deploy"]["tokenizer_mount"],
+            "/dev/shm"} <= mounts
+    service = by_kind(documents, "Service", "triton")
+    assert service["spec"]["clusterIP"] == "None"  # per-replica DNS names for prefix-affinity routing
+    orchestrator = by_kind(documents, "Deployment", "orchestrator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in orchestrator["env"]}
+    replicas = json.loads(env["ORCH_TRITON__REPLICA_URLS"])
+    assert replicas == [f"triton-{i}.triton:8001" for i in range(triton["spec"]["replicas"])]
+    assert orchestrator["image"].startswith("registry.example.com/llm-stack/orchestrator:")
+    hpa = by_kind(documents, "HorizontalPodAutoscaler", "orchestrator")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "orchestrator"
+    pdb = by_kind(documents, "PodDisruptionBudget", "orchestrator")
+    assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "orchestrator"}
+    assert all(d["metadata"].get("namespace") == "llm-stack" for d in documents if d["kind"] != "Namespace")
+
+
+def test_cpu_overlay_runs_the_cpu_stack_beside_each_orchestrator() -> None:
+    documents = kustomize("cpu")
+    validate(documents)
+    assert not any(d["kind"] == "StatefulSet" and d["metadata"]["name"] == "triton" for d in documents)
+    pod = by_kind(documents, "Deployment", "orchestrator")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["triton"]["command"][:5] == ["python", "-m", "stack", "triton", "--profile"]
+    env = {e["name"]: e["value"] for e in containers["orchestrator"]["env"]}
+    assert env["ORCH_TRITON__URL"] == "127.0.0.1:8001"
+    assert containers["triton"]["image"] == containers["orchestrator"]["image"]
+
+
+def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE)
+    assert len(stages) >= 2
+    final_stage = text.split("\nFROM ")[-1]
+    user = re.findall(r"^USER\s+(\S+)", final_stage, re.MULTILINE)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert "COPY --from=build" in final_stage
+    # Every path the build copies survives the .dockerignore next to the Dockerfile.
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    copied = {src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE)
+              for src in line.split()[:-1]}
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert copied <= allowed, copied - allowed
+    for source in copied:
+        assert (paths.PROJECT_ROOT / source).exists(), source
+
+
+def test_prometheus_scrapes_the_orchestrator_and_triton_services() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    services = compose()["services"]
+    assert targets == {"orchestrator": ["orchestrator:8080"], "triton": ["triton:8002"]}
+    assert services["orchestrator"]["environment"]["ORCH_API__HTTP_PORT"] == "8080"
+    assert "127.0.0.1:8002:8002" in services["triton"]["ports"]
+
+
+def registered_sample_names() -> set[str]:
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    return {family.name + suffix for family in REGISTRY.collect() for suffix in suffixes.get(family.type, ("",))}
+
+
+def test_dashboard_queries_only_metrics_that_exist() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "llm-stack.json").read_text())
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {name for expr in expressions for name in re.findall(r"\b((?:orchestrator|nv)_[a-z_]+)\b", expr)}
+    known = registered_sample_names() | UPSTREAM_METRICS
+    assert used - known == set()
+    joined = "\n".join(expressions)
+    for required in ("orchestrator_cache_hits_total", "orchestrator_cache_tokens_saved_total",
+                     "orchestrator_backend_ttft_seconds_bucket", "nv_inference_queue_duration_us",
+                     "nv_trt_llm_kv_cache_block_metrics"):
+        assert required in joined, required
+    assert 'kv_cache_block_type=~"reused' in joined
+    provisioning = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "llm-stack.yml").read_text())
+    mounted = {mount_target(v) for v in compose()["services"]["grafana"]["volumes"]}
+    assert provisioning["providers"][0]["options"]["path"] in mounted
+
+
+def shell_scripts() -> list[Path]:
+    candidates = [p for p in (paths.PROJECT_ROOT / "scripts").rglob("*") if p.is_file()]
+    return sorted(p for p in candidates if p.read_bytes()[:40].startswith(b"#!") and b"sh" in p.read_bytes()[:40]
+                  and b"python" not in p.read_bytes()[:40])
+
+
+def test_shell_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck") or str(paths.PYTHON_BIN_DIR / "shellcheck")
+    scripts = shell_scripts()
+    assert {p.name for p in scripts} >= {"setup", "launch_triton.sh", "build_engine.sh"}
+    result = subprocess.run([shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout
+
+
+def test_gpu_launch_with_tensor_parallelism_runs_one_server_per_rank_under_mpirun(tmp_path: Path) -> None:
+    profile = {**GPU_PROFILE, "engine": {**GPU_PROFILE["engine"], "tp_size": 2}}
+    command = gpu_command(profile, tmp_path / "repo", tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002)
+    image_at = command.index(GPU_PROFILE["deploy"]["image"])
+    assert f"{tmp_path / 'engine'}:{GPU_PROFILE['deploy']['engine_mount']}:ro" in command[:image_at]
+    assert f"--shm-size={GPU_PROFILE['deploy']['shm_size']}" in command[:image_at]
+    ranks = " ".join(command[image_at + 1:]).split(" : ")
+    assert ranks[0].startswith("mpirun --allow-run-as-root -n 1 tritonserver --model-repository=/models")
+    assert len(ranks) == 2
+    assert "--load-model=tensorrt_llm" not in ranks[0] and "prefix0_" in ranks[0]
+    assert "--model-control-mode=explicit --load-model=tensorrt_llm" in ranks[1] and "prefix1_" in ranks[1]
+    single = gpu_command(GPU_PROFILE, tmp_path / "repo", tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002)
+    assert single[-2:] == ["tritonserver", "--model-repository=/models"]
