@@ -1,0 +1,244 @@
+"""The semantic layer: answer a paraphrase of an earlier question from the same context scope.
+
+A lookup embeds the last user message, asks the vector index for the nearest entries of the request's
+scope (tenant, model, system prompt, earlier turns, sampling class: `Scope.digest`, computed by the
+service), and serves the nearest one whose similarity reaches the threshold AND that the near-miss guard
+accepts (orchestrator.cache.guard). Entries are Redis hashes with the request's TTL; the index (RediSearch
+or in-process faiss, orchestrator.cache.vector_index) follows them, so an expired entry is never served.
+
+Threshold: the cosine similarity of the two questions' all-MiniLM-L6-v2 embeddings (unit vectors; 1.0 =
+same direction, ~0.2 = unrelated) from which the nearest stored question is considered at all. The default,
+0.80, comes from `python -m orchestrator.eval calibrate` on labelled pairs (docs/benchmarks.md): below it,
+paraphrases and different questions overlap too much for any lexical check to sort out; above it the guard
+removes near misses (17x23 vs 17x24) that similarity alone cannot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
+from orchestrator.cache.guard import GuardSettings, NearMissGuard
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit
+from orchestrator.cache.vector_index import (
+    F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, HnswSettings,
+    IndexedEntry, RediSearchIndex, VectorIndex, glob_escape,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.80
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Settings of the semantic layer (wired from orchestrator.config's `semantic` section)."""
+
+    #: Cosine similarity from which the nearest stored question is a candidate (see the module docstring).
+    threshold: float = DEFAULT_THRESHOLD
+    #: How many nearest entries the guard may look at: when the nearest is a near miss ("capital of
+    #: Germany" for "capital of France"), the next one above the threshold may still be a paraphrase.
+    candidates: int = 3
+    #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
+    index: str = "redisearch"
+    hnsw: HnswSettings = field(default_factory=HnswSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise ValueError(f"semantic threshold must be within [-1, 1], got {self.threshold}")
+        if self.candidates < 1:
+            raise ValueError(f"semantic candidates must be >= 1, got {self.candidates}")
+        if self.index not in ("redisearch", "faiss"):
+            raise ValueError(f"semantic index must be 'redisearch' or 'faiss', got {self.index!r}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the matcher chose among the candidates, and which it refused and why (for metrics and eval)."""
+
+    chosen: Candidate | None
+    rejected: tuple[tuple[Candidate, tuple[str, ...]], ...] = ()
+
+
+class SemanticMatcher:
+    """Threshold + guard over an index's candidates; the one decision shared by the layer and the eval."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, guard: NearMissGuard | None = None,
+                 candidates: int = 3) -> None:
+        self.threshold = threshold
+        self.guard = guard or NearMissGuard()
+        self.candidates = candidates
+
+    def choose(self, query: str, candidates: Sequence[Candidate]) -> Decision:
+        rejected = []
+        for candidate in candidates[:self.candidates]:
+            if candidate.similarity < self.threshold:
+                break
+            reasons = self.guard.reasons(candidate.query, query)
+            if not reasons:
+                return Decision(candidate, tuple(rejected))
+            rejected.append((candidate, reasons))
+        return Decision(None, tuple(rejected))
+
+
+def answer_to_json(answer: CachedAnswer) -> str:
+    return json.dumps(dataclasses.asdict(answer), separators=(",", ":"), ensure_ascii=False)
+
+
+def answer_from_json(text: str) -> CachedAnswer | None:
+    """None for a damaged or foreign entry (then treated as a miss)."""
+    try:
+        return CachedAnswer(**json.loads(text))
+    except (ValueError, TypeError):
+        return None
+
+
+class SemanticCache:
+    """Implements orchestrator.cache.types.SemanticLayer over Redis hashes and a VectorIndex.
+
+    Key layout: `<prefix>:sem:{<tenant>}:<sha256(scope digest, query)>` (a hash: tenant, scope, query,
+    answer JSON, float32 vector, expires_at); the same question stored twice in a scope overwrites itself.
+    The Redis client must return bytes (decode_responses=False): vectors are binary.
+    """
+
+    def __init__(self, redis: Redis, embedder: Embedder, index: VectorIndex, prefix: str = "llmcache",
+                 matcher: SemanticMatcher | None = None, clock=time.time) -> None:
+        self.redis = redis
+        self.embedder = embedder
+        self.index = index
+        self.prefix = prefix
+        self.matcher = matcher or SemanticMatcher()
+        self.clock = clock
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.prefix}:sem:"
+
+    def entry_key(self, scope: Scope, query: str) -> str:
+        digest = hashlib.sha256(f"{scope.digest}\0{query}".encode()).hexdigest()
+        return f"{self.key_prefix}{{{scope.tenant}}}:{digest}"
+
+    async def lookup(self, scope: Scope, query: str) -> SemanticHit | None:
+        (vector,) = await self.embedder.embed([query])
+        return await self.lookup_vector(scope, query, vector)
+
+    async def lookup_vector(self, scope: Scope, query: str, vector: np.ndarray) -> SemanticHit | None:
+        """The lookup after embedding (what the latency goal measures)."""
+        candidates = await self.index.search(scope.digest, vector, self.matcher.candidates)
+        while True:
+            decision = self.matcher.choose(query, candidates)
+            chosen = decision.chosen
+            if chosen is None:
+                return None
+            answer_json = chosen.answer_json
+            if answer_json is None:  # faiss keeps vectors only; the answer is in Redis
+                stored = await self.redis.hget(chosen.key, F_ANSWER)
+                answer_json = stored.decode() if isinstance(stored, bytes) else stored
+            answer = answer_from_json(answer_json) if answer_json else None
+            if answer is not None:
+                reasons = tuple(r for _, rs in decision.rejected for r in rs)
+                return SemanticHit(answer, chosen.similarity, chosen.query, reasons)
+            # gone from Redis (expired, invalidated by another replica) or damaged: forget it, try the rest
+            await self.index.remove([chosen.key])
+            candidates = [c for c in candidates if c.key != chosen.key]
+
+    async def store(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"ttl_s must be positive, got {ttl_s}")
+        (vector,) = await self.embedder.embed([query])
+        await self.store_vector(scope, query, answer, ttl_s, vector)
+
+    async def store_vector(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int,
+                           vector: np.ndarray) -> None:
+        key = self.entry_key(scope, query)
+        expires_at = self.clock() + ttl_s
+        vector = np.asarray(vector, dtype=np.float32)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={F_TENANT: scope.tenant, F_SCOPE: scope.digest, F_QUERY: query,
+                                    F_ANSWER: answer_to_json(answer), F_VECTOR: vector.tobytes(),
+                                    F_EXPIRES: repr(expires_at)})
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+        await self.index.add(IndexedEntry(key, scope.tenant, scope.digest, query, vector, expires_at))
+
+    async def invalidate_tenant(self, tenant: str) -> int:
+        removed = await self._delete_matching(f"{glob_escape(self.key_prefix)}{{{glob_escape(tenant)}}}:*")
+        await self.index.remove_tenant(tenant)
+        return removed
+
+    async def invalidate_all(self) -> int:
+        removed = await self._delete_matching(f"{glob_escape(self.key_prefix)}*")
+        await self.index.clear()
+        return removed
+
+    async def _delete_matching(self, pattern: str, batch: int = 1000) -> int:
+        removed = 0
+        keys: list = []
+        async for key in self.redis.scan_iter(match=pattern, count=batch):
+            keys.append(key)
+            if len(keys) >= batch:
+                removed += await self.redis.unlink(*keys)
+                keys = []
+        if keys:
+            removed += await self.redis.unlink(*keys)
+        return removed
+
+    async def aclose(self) -> None:
+        """Nothing of its own to close: the Redis client and the embedder belong to the service."""
+
+
+async def build_index(config: SemanticConfig, redis: Redis, prefix: str) -> VectorIndex:
+    """The configured index, ready: RediSearch's created if missing; faiss filled from Redis. Without the
+    RediSearch module, "redisearch" falls back to faiss with a warning rather than disabling the layer."""
+    key_prefix = f"{prefix}:sem:"
+    if config.index == "redisearch":
+        index = RediSearchIndex(redis, key_prefix, EMBEDDING_DIM, hnsw=config.hnsw)
+        try:
+            await index.ensure()
+            return index
+        except ResponseError as error:
+            if "unknown command" not in str(error).lower():
+                raise
+            log.warning("semantic index: Redis has no RediSearch module (%s); using the in-process faiss index",
+                        error)
+    faiss_index = FaissIndex(EMBEDDING_DIM, hnsw=config.hnsw)
+    loaded = await faiss_index.rebuild(redis, key_prefix)
+    log.info("semantic index: faiss rebuilt from Redis with %d entries", loaded)
+    return faiss_index
+
+
+def config_from_settings(semantic_settings: object) -> SemanticConfig:
+    """SemanticConfig from orchestrator.config's `semantic` section; fields it lacks keep their defaults."""
+    def get(name: str, default):
+        return getattr(semantic_settings, name, default)
+
+    defaults = SemanticConfig()
+    guard = GuardSettings(enabled=bool(get("guard", True)),
+                          checks=frozenset(get("guard_checks", defaults.guard.checks)),
+                          rare_zipf=float(get("guard_rare_zipf", defaults.guard.rare_zipf)))
+    hnsw = HnswSettings(m=int(get("hnsw_m", defaults.hnsw.m)),
+                        ef_construction=int(get("hnsw_ef_construction", defaults.hnsw.ef_construction)),
+                        ef_runtime=int(get("ef_runtime", defaults.hnsw.ef_runtime)))
+    return SemanticConfig(threshold=float(get("threshold", defaults.threshold)),
+                          candidates=int(get("candidates", defaults.candidates)),
+                          index=str(get("index", defaults.index)), hnsw=hnsw, guard=guard)
+
+
+async def build_semantic_layer(settings: object, redis: Redis, embedder: Embedder) -> SemanticCache:
+    """The layer the service uses, from the orchestrator's Settings (`semantic` and `redis.key_prefix`)."""
+    config = config_from_settings(getattr(settings, "semantic"))
+    prefix = getattr(getattr(settings, "redis"), "key_prefix", "llmcache")
+    index = await build_index(config, redis, prefix)
+    matcher = SemanticMatcher(config.threshold, NearMissGuard(config.guard), config.candidates)
+    return SemanticCache(redis, embedder, index, prefix, matcher)
