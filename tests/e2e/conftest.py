@@ -19,7 +19,6 @@ from stack.valkey import ValkeyServer
 
 KEYS = {"sk-e2e-acme": {"tenant": "acme"}, "sk-e2e-beta": {"tenant": "beta"}, "sk-e2e-gamma": {"tenant": "gamma"}}
 ADMIN_KEY = "sk-e2e-admin"
-MODEL = "SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +30,16 @@ def orchestrator(triton: TritonServer, valkey: ValkeyServer, tmp_path_factory: p
         "ORCH_API__ADMIN_KEY": ADMIN_KEY,
         # Entries of this session only: other tests share the Valkey server.
         "ORCH_REDIS__KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
+        # Short max_tokens keep the CPU engine quick; answers cut by them are then still cached.
+        "ORCH_CACHE__STORE_TRUNCATED": "true",
     }
     with OrchestratorProcess(triton.grpc_url, valkey.url, env=env, log_path=log_path) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def admin_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
 @pytest.fixture(scope="session")

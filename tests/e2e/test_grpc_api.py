@@ -12,9 +12,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from tests.e2e.conftest import MODEL
+from orchestrator.config import ModelSettings
 
 pytestmark = pytest.mark.integration
+MODEL = ModelSettings().name
 ACME = (("authorization", "Bearer sk-e2e-acme"),)
 PARAMS = pb.SamplingParams(max_tokens=24)
 

@@ -9,9 +9,10 @@ import openai
 import pytest
 
 from orchestrator.api.process import OrchestratorProcess
-from tests.e2e.conftest import ADMIN_KEY, MODEL
+from orchestrator.config import ModelSettings
 
 pytestmark = pytest.mark.integration
+MODEL = ModelSettings().name
 MAX_TOKENS = 24
 
 
@@ -119,11 +120,12 @@ def test_models(acme: openai.OpenAI) -> None:
     assert {m.id for m in acme.models.list()} == {MODEL, "embedding"}
 
 
-def test_admin_invalidation(gamma: openai.OpenAI, orchestrator: OrchestratorProcess) -> None:
+def test_admin_invalidation(gamma: openai.OpenAI, orchestrator: OrchestratorProcess,
+                           admin_headers: dict[str, str]) -> None:
     question = "What is the boiling point of water at sea level?"
     ask(gamma, question)
     assert ask(gamma, question)[0]["x-cache"] == "exact"
-    admin = httpx.Client(base_url=orchestrator.http_url, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    admin = httpx.Client(base_url=orchestrator.http_url, headers=admin_headers)
     forbidden = httpx.post(f"{orchestrator.http_url}/admin/invalidate", json={"tenant": "gamma"},
                            headers={"authorization": "Bearer sk-e2e-gamma"})
     assert forbidden.status_code == 403

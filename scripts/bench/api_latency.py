@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""API latency: exact-cache hits over gRPC and HTTP at concurrency 1 and 32 against a raw redis-py GET, and the
+miss path's overhead (time to first token through the orchestrator vs. the Triton ensemble called directly).
+
+Starts Valkey, Triton (CPU profile) and `python -m orchestrator serve` as child processes (or uses running
+Triton/Redis given by URL), so the load generator never shares an interpreter with the server. The clients
+run on the same machine as the servers: at concurrency 32 both compete for the same cores.
+
+Miss path: prompts that are never stored (no-store), so every request does the full lookup (exact GET, query
+embedding, vector search) and then calls Triton; the direct path sends the same ensemble inputs with
+tritonclient. The two alternate request by request on fresh prompts of the same shape, so the engine's
+prompt cache helps both equally. Prints a table, then one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+from tritonclient.grpc import aio as tritonclient
+
+from orchestrator.api.process import OrchestratorProcess
+from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
+from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from orchestrator.backends.triton_llm import ensemble_inputs
+from orchestrator.config import ModelSettings, TritonSettings
+from orchestrator.schemas import SamplingParams
+
+MODEL = ModelSettings().name
+HIT_QUESTION = "What is the capital of France?"
+HIT_MAX_TOKENS = 32
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    return round(float(np.percentile(samples, q)) * 1000, 3)
+
+
+async def closed_loop(call: Callable[[], Awaitable[object]], concurrency: int, requests: int) -> dict:
+    """`requests` calls spread over `concurrency` workers, each calling back to back; latency per call."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"p50_ms": percentile_ms(latencies, 50), "p99_ms": percentile_ms(latencies, 99),
+            "rps": round(len(latencies) / elapsed, 1)}
+
+
+def redis_get_sync(url: str, value_bytes: int, requests: int) -> dict:
+    client = redis.Redis.from_url(url)
+    key = f"bench:api_latency:{uuid.uuid4().hex}"
+    client.set(key, b"x" * value_bytes, ex=600)
+    for _ in range(100):
+        client.get(key)
+    latencies = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get(key)
+        latencies.append(time.perf_counter() - started)
+    client.delete(key)
+    return {"p50_ms": percentile_ms(latencies, 50), "p99_ms": percentile_ms(latencies, 99)}
+
+
+async def redis_get_async(url: str, value_bytes: int, concurrency: int, requests: int) -> dict:
+    client = aioredis.Redis.from_url(url, max_connections=concurrency)
+    key = f"bench:api_latency:{uuid.uuid4().hex}"
+    await client.set(key, b"x" * value_bytes, ex=600)
+    try:
+        await closed_loop(lambda: client.get(key), concurrency, 200)
+        return await closed_loop(lambda: client.get(key), concurrency, requests)
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def exact_hits(orchestrator: OrchestratorProcess, concurrency: int, requests: int) -> dict[str, dict]:
+    request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content=HIT_QUESTION)],
+                                 params=pb.SamplingParams(max_tokens=HIT_MAX_TOKENS))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": HIT_QUESTION}], "max_tokens": HIT_MAX_TOKENS}
+    results = {}
+    async with grpc.aio.insecure_channel(orchestrator.grpc_target) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+
+        async def grpc_call() -> None:
+            response = await stub.Generate(request)
+            assert response.cache.layer == pb.CACHE_LAYER_EXACT, response.cache
+
+        await closed_loop(grpc_call, concurrency, 100)
+        results["grpc"] = await closed_loop(grpc_call, concurrency, requests)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=orchestrator.http_url, limits=limits) as client:
+        async def http_call() -> None:
+            response = await client.post("/v1/chat/completions", json=body)
+            assert response.headers["x-cache"] == "exact", response.text
+
+        await closed_loop(http_call, concurrency, 100)
+        results["http"] = await closed_loop(http_call, concurrency, requests)
+    return results
+
+
+async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: int, max_tokens: int) -> dict:
+    """Time to first token: orchestrator (gRPC stream, full miss path) vs. the ensemble directly."""
+    settings = TritonSettings(url=triton_url)
+    params = SamplingParams(max_tokens=max_tokens)
+    triton = tritonclient.InferenceServerClient(triton_url)
+    run = uuid.uuid4().hex[:6]
+
+    async def direct(prompt: str) -> float:
+        finished = asyncio.Event()
+
+        async def requests():
+            yield {"model_name": settings.llm_model, "inputs": ensemble_inputs(prompt, params, ModelSettings()),
+                   "request_id": uuid.uuid4().hex, "parameters": {"triton_enable_empty_final_response": True}}
+            await finished.wait()
+
+        started = time.perf_counter()
+        ttft = None
+        async for result, error in triton.stream_infer(requests()):
+            if error is not None:
+                raise RuntimeError(error)
+            text = result.as_numpy("text_output")
+            if ttft is None and text is not None and b"".join(text.reshape(-1).tolist()):
+                ttft = time.perf_counter() - started
+            final = result.get_response().parameters.get("triton_final_response")
+            if final is not None and final.bool_param:
+                break
+        finished.set()
+        assert ttft is not None, "the ensemble produced no text"
+        return ttft
+
+    async with grpc.aio.insecure_channel(orchestrator.grpc_target) as channel:
+        stub = pb_grpc.OrchestratorStub(channel)
+
+        async def through_orchestrator(prompt: str) -> float:
+            request = pb.GenerateRequest(model=MODEL, prompt=prompt, params=pb.SamplingParams(max_tokens=max_tokens),
+                                         cache=pb.CacheControls(no_store=True))
+            started = time.perf_counter()
+            ttft = None
+            async for message in stub.GenerateStream(request):
+                if message.HasField("cache"):
+                    assert message.cache.layer == pb.CACHE_LAYER_MISS, message.cache
+                if ttft is None and message.text:
+                    ttft = time.perf_counter() - started
+            assert ttft is not None, "the orchestrator produced no text"
+            return ttft
+
+        def prompt(path: str, index: int) -> str:
+            return f"Bench {run} {path} {index}: write one short sentence about the sea."
+
+        await direct(prompt("warm", 0))
+        await through_orchestrator(prompt("warm", 1))
+        direct_ttft, orchestrator_ttft = [], []
+        for index in range(rounds):
+            # Alternate which path goes first, so neither always follows the other.
+            order = [("direct", direct, direct_ttft), ("orch", through_orchestrator, orchestrator_ttft)]
+            for path, measure, samples in order if index % 2 == 0 else reversed(order):
+                samples.append(await measure(prompt(path, index)))
+    await triton.close()
+    direct_p50 = statistics.median(direct_ttft)
+    orchestrator_p50 = statistics.median(orchestrator_ttft)
+    overhead_ms = (orchestrator_p50 - direct_p50) * 1000
+    # Paired per round: the two requests of a round ran back to back on prompts of the same shape.
+    paired = [(o - d) * 1000 for o, d in zip(orchestrator_ttft, direct_ttft)]
+    return {
+        "triton_direct_ttft_p50_ms": round(direct_p50 * 1000, 3),
+        "orchestrator_miss_ttft_p50_ms": round(orchestrator_p50 * 1000, 3),
+        "miss_overhead_ms": round(overhead_ms, 3),
+        "miss_overhead_paired_p50_ms": round(statistics.median(paired), 3),
+        "miss_overhead_pct": round(100 * overhead_ms / (direct_p50 * 1000), 2),
+        "miss_overhead_goal_met": overhead_ms <= max(2.0, 0.05 * direct_p50 * 1000),
+    }
+
+
+def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
+    """Store the answer the hit benchmarks read; returns its size in the body (to size the raw GET alike)."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": HIT_QUESTION}], "max_tokens": HIT_MAX_TOKENS}
+    with httpx.Client(base_url=orchestrator.http_url, timeout=120) as client:
+        first = client.post("/v1/chat/completions", json=body)
+        first.raise_for_status()
+        for _ in range(50):  # the store completes just before the last chunk; allow for the round trip
+            again = client.post("/v1/chat/completions", json=body)
+            if again.headers["x-cache"] == "exact":
+                return len(again.content)
+            time.sleep(0.1)
+    raise RuntimeError(f"the warm-up answer was not stored: {first.text}")
+
+
+@contextlib.contextmanager
+def stack(args: argparse.Namespace):
+    """Triton and Redis URLs: the given ones, or servers started here (stopped on exit)."""
+    with contextlib.ExitStack() as servers:
+        redis_url, triton_url = args.redis_url, args.triton_url
+        if redis_url is None:
+            from stack.valkey import ValkeyServer
+
+            redis_url = servers.enter_context(ValkeyServer()).url
+        if triton_url is None:
+            from stack.render import render
+            from stack.triton import TritonServer
+
+            repository = render("cpu", Path(servers.enter_context(tempfile.TemporaryDirectory())) / "cpu")
+            triton_url = servers.enter_context(TritonServer(repository)).grpc_url
+        env = {"ORCH_REDIS__KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "ORCH_CACHE__STORE_TRUNCATED": "true",
+               "ORCH_API__LOG_LEVEL": "warning"}
+        orchestrator = servers.enter_context(OrchestratorProcess(triton_url, redis_url, env=env))
+        yield redis_url, triton_url, orchestrator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per hit benchmark")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--miss-rounds", type=int, default=20, help="miss requests per path")
+    parser.add_argument("--miss-max-tokens", type=int, default=4)
+    parser.add_argument("--triton-url", help="use this running Triton (gRPC host:port)")
+    parser.add_argument("--redis-url", help="use this running Redis/Valkey")
+    args = parser.parse_args()
+    c = args.concurrency
+
+    with stack(args) as (redis_url, triton_url, orchestrator):
+        value_bytes = warm_exact_entry(orchestrator)
+        redis_c1 = redis_get_sync(redis_url, value_bytes, args.requests)
+        redis_cn = asyncio.run(redis_get_async(redis_url, value_bytes, c, args.requests))
+        hits_c1 = asyncio.run(exact_hits(orchestrator, 1, args.requests))
+        hits_cn = asyncio.run(exact_hits(orchestrator, c, args.requests))
+        miss = asyncio.run(miss_ttft(orchestrator, triton_url, args.miss_rounds, args.miss_max_tokens))
+
+    rows = [("redis-py GET", redis_c1, redis_cn), ("gRPC exact hit", hits_c1["grpc"], hits_cn["grpc"]),
+            ("HTTP exact hit", hits_c1["http"], hits_cn["http"])]
+    print(f"{'':16} {'c=1 p50 ms':>11} {'c=1 p99 ms':>11} {f'c={c} p50 ms':>12} {f'c={c} rps':>10}")
+    for name, one, many in rows:
+        print(f"{name:16} {one['p50_ms']:>11} {one['p99_ms']:>11} {many['p50_ms']:>12} {many['rps']:>10}")
+    print(f"miss TTFT p50: direct {miss['triton_direct_ttft_p50_ms']} ms, through the orchestrator "
+          f"{miss['orchestrator_miss_ttft_p50_ms']} ms (overhead {miss['miss_overhead_ms']} ms, "
+          f"{miss['miss_overhead_pct']} %)")
+    result = {
+        "redis_get_p50_ms": redis_c1["p50_ms"],
+        f"redis_get_rps_c{c}": redis_cn["rps"],
+        "grpc_exact_hit_p50_ms": hits_c1["grpc"]["p50_ms"],
+        "grpc_exact_hit_p99_ms": hits_c1["grpc"]["p99_ms"],
+        "grpc_exact_hit_rps_c1": hits_c1["grpc"]["rps"],
+        f"grpc_exact_hit_p50_ms_c{c}": hits_cn["grpc"]["p50_ms"],
+        f"grpc_exact_hit_rps_c{c}": hits_cn["grpc"]["rps"],
+        "http_exact_hit_p50_ms": hits_c1["http"]["p50_ms"],
+        "http_exact_hit_p99_ms": hits_c1["http"]["p99_ms"],
+        "http_exact_hit_rps_c1": hits_c1["http"]["rps"],
+        f"http_exact_hit_p50_ms_c{c}": hits_cn["http"]["p50_ms"],
+        f"http_exact_hit_rps_c{c}": hits_cn["http"]["rps"],
+        **miss,
+        "requests": args.requests,
+        "miss_rounds": args.miss_rounds,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
