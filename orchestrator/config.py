@@ -78,11 +78,20 @@ class CacheSettings(BaseModel):
 
 
 class SemanticSettings(BaseModel):
+    """Read by orchestrator.cache.semantic (config_from_settings); meanings are documented there."""
+
     enabled: bool = True
     index: IndexBackend = "redisearch"
-    #: Cosine similarity at or above which the nearest entry is a candidate (the guard decides).
-    threshold: float = Field(default=0.85, ge=-1.0, le=1.0)
+    #: Cosine similarity of the two questions' MiniLM embeddings from which the nearest entry is a candidate
+    #: at all; the near-miss guard then decides. Same default as orchestrator.cache.semantic.DEFAULT_THRESHOLD.
+    threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
+    #: Nearest entries considered per lookup (the nearest may be a near miss, the next a paraphrase).
+    candidates: int = Field(default=3, ge=1)
     guard: bool = True
+    hnsw_m: int = Field(default=16, ge=2)
+    hnsw_ef_construction: int = Field(default=200, ge=1)
+    #: HNSW search beam width (RediSearch's default 10 recalls poorly at 100k entries).
+    ef_runtime: int = Field(default=64, ge=1)
 
 
 class Settings(BaseSettings):

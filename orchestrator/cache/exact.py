@@ -233,6 +233,9 @@ class ExactCache:
 
         return await self._hard("stats", read)
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
     async def ping(self) -> bool:
         try:
             return bool(await self.client.ping())

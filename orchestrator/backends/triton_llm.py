@@ -1,0 +1,221 @@
+"""Streaming text generation through Triton's `ensemble` (upstream's text interface) over gRPC.
+
+One bidirectional `ModelStreamInfer` call per generation, with `stream=true` so the decoupled engine sends a
+response per step; the request stream stays open until the final response (flagged by Triton because we ask
+for `triton_enable_empty_final_response`). Closing the generator before the end cancels the gRPC call, which
+Triton turns into a cancelled request (the engine frees its slot).
+
+Errors become the service's: unreachable → BackendUnavailable (retried, with backoff, only while nothing has
+been received), a full queue → Overloaded, a deadline → BackendTimeout, a request the engine refuses
+(prompt too long) → InvalidRequest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferInput, InferResult
+from tritonclient.grpc import aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from orchestrator import metrics
+from orchestrator.config import ModelSettings, TritonSettings
+from orchestrator.errors import BackendTimeout, BackendUnavailable, InvalidRequest, OrchestratorError, Overloaded
+from orchestrator.schemas import SamplingParams
+
+log = logging.getLogger(__name__)
+
+#: Rejections by a full queue: Triton's dynamic batcher, the CPU engine's admission, TensorRT-LLM's executor.
+QUEUE_FULL = re.compile(r"queue (is )?full|maximum queue size|max_queue_size", re.IGNORECASE)
+TIMED_OUT = re.compile(r"time(d)? ?out|deadline", re.IGNORECASE)
+#: The engine refuses what does not fit its context; the message names the input (upstream tensor names).
+TOO_LONG = re.compile(r"more than fits|exceeds? the (maximum|context)|too long", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BackendDelta:
+    """One streamed response: new text (never a split UTF-8 character) and, when the engine reports them,
+    token counts and KV-cache reuse."""
+
+    text: str
+    final: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    kv_cache_reused_blocks: int | None = None
+
+
+def _scalar(value: object, dtype: type) -> np.ndarray:
+    return np.array([[value]], dtype=dtype)
+
+
+def _tensor(name: str, array: np.ndarray, datatype: str) -> InferInput:
+    tensor = InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def ensemble_inputs(prompt: str, params: SamplingParams, model: ModelSettings) -> list[InferInput]:
+    """Upstream's ensemble inputs for one streamed request (batch dimension of 1)."""
+    if params.greedy:
+        # top_k=1 is greedy in every engine (TensorRT-LLM rejects or special-cases temperature 0).
+        temperature, top_k, top_p = 1.0, 1, 1.0
+    else:
+        temperature, top_k, top_p = params.temperature, params.top_k, params.top_p
+    inputs = [
+        _tensor("text_input", np.array([[prompt.encode()]], dtype=np.object_), "BYTES"),
+        _tensor("max_tokens", _scalar(params.max_tokens, np.int32), "INT32"),
+        _tensor("end_id", _scalar(model.end_id, np.int32), "INT32"),
+        _tensor("pad_id", _scalar(model.pad_id, np.int32), "INT32"),
+        _tensor("temperature", _scalar(temperature, np.float32), "FP32"),
+        _tensor("top_k", _scalar(top_k, np.int32), "INT32"),
+        _tensor("top_p", _scalar(top_p, np.float32), "FP32"),
+        _tensor("exclude_input_in_output", _scalar(True, np.bool_), "BOOL"),
+        _tensor("return_perf_metrics", _scalar(True, np.bool_), "BOOL"),
+        _tensor("stream", _scalar(True, np.bool_), "BOOL"),
+    ]
+    if params.seed is not None:
+        inputs.append(_tensor("random_seed", _scalar(params.seed, np.uint64), "UINT64"))
+    if params.stop:
+        inputs.append(_tensor("stop_words", np.array([[w.encode() for w in params.stop]], dtype=np.object_),
+                              "BYTES"))
+    return inputs
+
+
+def _optional_int(result: InferResult, name: str) -> int | None:
+    array = result.as_numpy(name)
+    return int(array.reshape(-1)[0]) if array is not None and array.size else None
+
+
+def _is_final(result: InferResult) -> bool:
+    parameters = result.get_response().parameters
+    return "triton_final_response" in parameters and parameters["triton_final_response"].bool_param
+
+
+def map_error_message(message: str) -> OrchestratorError:
+    """An error Triton reported inside the stream → the service's error."""
+    if QUEUE_FULL.search(message):
+        return Overloaded(f"the model is overloaded: {message}")
+    if TOO_LONG.search(message):
+        field = "max_tokens" if "request_output_len" in message else "messages"
+        return InvalidRequest(field, message)
+    if TIMED_OUT.search(message):
+        return BackendTimeout(message)
+    return OrchestratorError(f"the model failed: {message}")
+
+
+def map_rpc_error(error: grpc.aio.AioRpcError) -> OrchestratorError:
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return BackendTimeout(f"Triton did not finish in time: {error.details()}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Overloaded(f"Triton is overloaded: {error.details()}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return BackendUnavailable(f"Triton is unreachable: {error.details()}")
+    return map_error_message(error.details() or code.name)
+
+
+class TritonLLM:
+    """The generative model on Triton; one instance (one gRPC channel) per service."""
+
+    def __init__(self, settings: TritonSettings, model: ModelSettings,
+                 client: grpcclient.InferenceServerClient | None = None) -> None:
+        self.settings = settings
+        self.model = model
+        self.client = client or grpcclient.InferenceServerClient(settings.url)
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await self.client.is_model_ready(self.settings.llm_model,
+                                                         client_timeout=self.settings.unary_timeout_s))
+        except (InferenceServerException, grpc.aio.AioRpcError, OSError):
+            return False
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    def _open(self, prompt: str, params: SamplingParams, request_id: str, finished: asyncio.Event):
+        async def requests():
+            yield {"model_name": self.settings.llm_model, "inputs": ensemble_inputs(prompt, params, self.model),
+                   "request_id": request_id, "parameters": {"triton_enable_empty_final_response": True}}
+            # Keep our side of the stream open until the last response: a half-closed stream may end early.
+            await finished.wait()
+
+        return self.client.stream_infer(requests(), stream_timeout=self.settings.request_timeout_s)
+
+    async def _first(self, prompt: str, params: SamplingParams, request_id: str):
+        """Open the stream and wait for its first response, retrying connection failures."""
+        for attempt in range(self.settings.connect_retries + 1):
+            finished = asyncio.Event()
+            responses = self._open(prompt, params, request_id, finished)
+            try:
+                first = await asyncio.wait_for(anext(responses), self.settings.first_response_timeout_s)
+                return responses, finished, first
+            except asyncio.TimeoutError:
+                responses.cancel()
+                raise BackendTimeout(f"no response from Triton within {self.settings.first_response_timeout_s} s")
+            except grpc.aio.AioRpcError as error:
+                responses.cancel()
+                mapped = map_rpc_error(error)
+                if not isinstance(mapped, BackendUnavailable) or attempt == self.settings.connect_retries:
+                    raise mapped from error
+                await asyncio.sleep(self.settings.retry_backoff_s * 2**attempt)
+            except BaseException:
+                responses.cancel()
+                raise
+        raise AssertionError("unreachable")
+
+    async def stream(self, prompt: str, params: SamplingParams, request_id: str = "") -> AsyncIterator[BackendDelta]:
+        """Yield the generation as it comes; the last delta has `final` set. Closing early cancels it."""
+        started = time.perf_counter()
+        try:
+            responses, finished, first = await self._first(prompt, params, request_id)
+        except OrchestratorError as error:
+            metrics.BACKEND_REQUESTS.labels(type(error).__name__).inc()
+            raise
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        first_token_seen = False
+        done = False
+        try:
+            item = first
+            while True:
+                result, error = item
+                if error is not None:
+                    raise map_error_message(str(error.message()))
+                final = _is_final(result)
+                text_output = result.as_numpy("text_output")
+                raw = b"".join(text_output.reshape(-1).tolist()) if text_output is not None else b""
+                text = decoder.decode(raw, final=final)
+                if text and not first_token_seen:
+                    first_token_seen = True
+                    metrics.BACKEND_TTFT.observe(time.perf_counter() - started)
+                if text or final or text_output is not None:
+                    yield BackendDelta(text=text, final=final,
+                                       input_tokens=_optional_int(result, "num_input_tokens"),
+                                       output_tokens=_optional_int(result, "num_output_tokens"),
+                                       kv_cache_reused_blocks=_optional_int(result, "kv_cache_reused_blocks"))
+                if final:
+                    done = True
+                    metrics.BACKEND_REQUESTS.labels("ok").inc()
+                    return
+                try:
+                    item = await anext(responses)
+                except StopAsyncIteration:
+                    raise BackendUnavailable("Triton closed the stream before the final response") from None
+                except grpc.aio.AioRpcError as rpc_error:
+                    raise map_rpc_error(rpc_error) from rpc_error
+        except OrchestratorError as error:
+            metrics.BACKEND_REQUESTS.labels(type(error).__name__).inc()
+            raise
+        finally:
+            finished.set()
+            if not done:
+                responses.cancel()
+                log.debug("generation %r ended before its final response; cancelled at Triton", request_id)

@@ -1,0 +1,300 @@
+"""The layered service: exact cache → semantic cache → Triton, behind one API both front ends call.
+
+Per request: validate; plan what the cache may do (orchestrator.cache.policy); look up the exact layer, then
+the semantic layer (same context scope only); on a miss join or start a single-flight generation that
+streams tokens as they come and, once complete, stores the answer in both layers. What is never stored: an
+error, a cancelled or otherwise partial stream, an answer cut by max_tokens (unless configured), anything
+for a request with no-store. Redis or the semantic layer failing only costs the cache (warning + metric);
+the request is still served by the backend.
+
+Streams: the first chunk carries `cache`. A hit replays as two chunks (the whole text with `cache`, then
+`finish_reason` + `usage`); a miss forwards every backend delta, the first with `cache`, the last with
+`finish_reason`, `usage` and the engine's `kv_cache_reused_blocks`. Identical concurrent misses share one
+backend call; followers get the same chunks (those already produced, then the rest as they come), with
+`cache.layer` "miss". Closing the stream early cancels the Triton request unless another caller still
+follows the same generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from orchestrator import metrics
+from orchestrator.backends.triton_llm import BackendDelta, TritonLLM
+from orchestrator.cache import keys, policy
+from orchestrator.cache.exact import ExactCache, connect, tokens_saved
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticLayer
+from orchestrator.config import Settings
+from orchestrator.errors import InvalidRequest
+from orchestrator.schemas import (
+    CacheControls,
+    CacheInfo,
+    GenerationRequest,
+    GenerationResult,
+    StreamChunk,
+    Usage,
+)
+from orchestrator.singleflight import SingleFlight
+from orchestrator.validation import NAME_PATTERN, validate_controls, validate_request
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LLMBackend(Protocol):
+    def stream(self, prompt: str, params, request_id: str = "") -> AsyncIterator[BackendDelta]: ...
+
+    async def ready(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Embedder(Protocol):
+    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest], str]:
+    from cpu_engine.chat import format_chat
+
+    def render(request: GenerationRequest) -> str:
+        return format_chat([{"role": m.role, "content": m.content} for m in request.messages],
+                           tokenizer_dir=tokenizer_dir)
+
+    return render
+
+
+class CachedLLMService:
+    def __init__(self, settings: Settings, exact: ExactCache, backend: LLMBackend,
+                 semantic: SemanticLayer | None = None, embedder: Embedder | None = None,
+                 chat_formatter: Callable[[GenerationRequest], str] | None = None) -> None:
+        self.settings = settings
+        self.exact = exact
+        self.backend = backend
+        self.semantic = semantic if settings.semantic.enabled else None
+        self.embedder = embedder
+        tokenizer_dir = str(settings.model.tokenizer_dir or "")
+        self.format_chat = chat_formatter or _default_chat_formatter(tokenizer_dir)
+        self.flights: SingleFlight[StreamChunk] = SingleFlight()
+        self._background: set[asyncio.Task] = set()
+
+    @classmethod
+    async def create(cls, settings: Settings) -> CachedLLMService:
+        """Connect Redis and Triton and build the layers (the semantic layer from its own module)."""
+        from orchestrator.backends.embedder import TritonEmbedder
+        from orchestrator.cache.semantic import build_semantic_layer
+
+        redis = connect(settings.redis)
+        exact = ExactCache(redis, settings.redis.key_prefix, settings.cache.max_entry_bytes,
+                           settings.redis.retry_after_s)
+        embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
+                                  timeout_s=settings.triton.unary_timeout_s)
+        semantic = await build_semantic_layer(settings, redis, embedder) if settings.semantic.enabled else None
+        return cls(settings, exact, TritonLLM(settings.triton, settings.model), semantic, embedder)
+
+    # Public API -------------------------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest, controls: CacheControls = CacheControls()) -> GenerationResult:
+        text: list[str] = []
+        cache = usage = finish_reason = kv_blocks = ttft_ms = None
+        started = time.perf_counter()
+        async with contextlib.aclosing(self.stream(request, controls)) as chunks:
+            async for chunk in chunks:
+                if ttft_ms is None and chunk.text:
+                    ttft_ms = (time.perf_counter() - started) * 1000
+                text.append(chunk.text)
+                cache = chunk.cache or cache
+                usage = chunk.usage or usage
+                finish_reason = chunk.finish_reason or finish_reason
+                kv_blocks = chunk.kv_cache_reused_blocks if chunk.kv_cache_reused_blocks is not None else kv_blocks
+        assert cache is not None and usage is not None and finish_reason is not None
+        return GenerationResult(text="".join(text), finish_reason=finish_reason, usage=usage, cache=cache,
+                                kv_cache_reused_blocks=kv_blocks, ttft_ms=ttft_ms if cache.layer == "miss" else None)
+
+    async def stream(self, request: GenerationRequest,
+                     controls: CacheControls = CacheControls()) -> AsyncIterator[StreamChunk]:
+        validate_request(request, self.settings.model)
+        validate_controls(controls, self.settings.cache)
+        plan = policy.plan(request, controls, self.settings.cache)
+        key = keys.request_key(request)
+        if plan.lookup:
+            hit = await self._lookup(request, plan, key)
+            if hit is not None:
+                answer, info = hit
+                yield StreamChunk(text=answer.text, cache=info)
+                yield StreamChunk(text="", finish_reason=answer.finish_reason,
+                                  usage=Usage(answer.prompt_tokens, answer.completion_tokens))
+                return
+        else:
+            metrics.CACHE_BYPASSES.labels(plan.bypass_reason or "unknown").inc()
+        info = CacheInfo(layer="miss", key=key)
+        if plan.share:
+            flight_key = (request.tenant, plan.namespace, key, plan.store, plan.ttl_s)
+            chunks, leader = self.flights.join(flight_key, lambda: self._generate(request, plan, key))
+            if not leader:
+                metrics.SINGLEFLIGHT_JOINED.inc()
+        else:
+            chunks = self._generate(request, plan, key)
+        first = True
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                if first:
+                    chunk = StreamChunk(text=chunk.text, cache=info, finish_reason=chunk.finish_reason,
+                                        usage=chunk.usage, kv_cache_reused_blocks=chunk.kv_cache_reused_blocks)
+                    first = False
+                yield chunk
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            raise InvalidRequest("input", "embeddings are not served by this orchestrator")
+        if not texts:
+            raise InvalidRequest("input", "must not be empty")
+        if not all(isinstance(t, str) and t for t in texts):
+            raise InvalidRequest("input", "every text must be a non-empty string")
+        return await self.embedder.embed(texts)
+
+    async def stats(self, tenant: str | None = None) -> dict:
+        if tenant is not None:
+            self._check_name("tenant", tenant)
+        counters = await self.exact.stats(tenant)
+        lookups = counters["exact_hits"] + counters["semantic_hits"] + counters["misses"]
+        hits = counters["exact_hits"] + counters["semantic_hits"]
+        return {"tenant": tenant, **counters, "hit_rate": hits / lookups if lookups else 0.0,
+                "exact_entries": await self.exact.count_entries(tenant), "in_flight": len(self.flights)}
+
+    async def invalidate(self, tenant: str | None = None, key: str | None = None,
+                         namespace: str | None = None) -> int:
+        """Delete matching exact entries; semantic entries go with a tenant-wide or global invalidation
+        (the semantic index knows scopes, not namespaces or keys)."""
+        if tenant is not None:
+            self._check_name("tenant", tenant)
+        if namespace is not None:
+            self._check_name("namespace", namespace)
+        removed = await self.exact.invalidate(tenant, namespace, key)
+        if self.semantic is not None and key is None and namespace is None:
+            if tenant is None:
+                removed += await self.semantic.invalidate_all()
+            else:
+                removed += await self.semantic.invalidate_tenant(tenant)
+        return removed
+
+    async def readiness(self) -> dict[str, bool]:
+        triton, redis = await asyncio.gather(self.backend.ready(), self.exact.ping())
+        return {"triton": triton, "redis": redis}
+
+    async def aclose(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+        await self.backend.aclose()
+        for part in (self.semantic, self.embedder):
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+        await self.exact.aclose()
+
+    # Internals --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_name(field: str, value: str) -> None:
+        if not NAME_PATTERN.match(value):
+            raise InvalidRequest(field, "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
+
+    async def _lookup(self, request: GenerationRequest, plan: policy.CachePlan,
+                      key: str) -> tuple[CachedAnswer, CacheInfo] | None:
+        answer = await self.exact.get(request.tenant, plan.namespace, key)
+        if answer is not None:
+            saved = tokens_saved(answer)
+            metrics.CACHE_HITS.labels("exact").inc()
+            metrics.TOKENS_SAVED.labels("exact").inc(saved)
+            return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
+        query = keys.semantic_query(request)
+        if self.semantic is not None and query is not None:
+            scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
+            hit = await self._soft_semantic("lookup", self.semantic.lookup(scope, query), None)
+            if hit is not None:
+                saved = tokens_saved(hit.answer)
+                metrics.CACHE_HITS.labels("semantic").inc()
+                metrics.TOKENS_SAVED.labels("semantic").inc(saved)
+                await self.exact.record(request.tenant, "semantic_hits", saved)
+                return hit.answer, CacheInfo(layer="semantic", key=hit.answer.key, similarity=hit.similarity,
+                                             tokens_saved=saved)
+        metrics.CACHE_MISSES.inc()
+        await self.exact.record(request.tenant, "misses")
+        return None
+
+    async def _soft_semantic(self, operation: str, call: Awaitable[T], default: T) -> T:
+        try:
+            return await call
+        except Exception as error:  # noqa: BLE001 - the semantic layer must never fail a request
+            metrics.SEMANTIC_ERRORS.labels(operation).inc()
+            log.warning("semantic %s failed (%s: %s); going on without it", operation, type(error).__name__, error)
+            return default
+
+    def _prompt(self, request: GenerationRequest) -> str:
+        return request.prompt if request.prompt is not None else self.format_chat(request)
+
+    async def _generate(self, request: GenerationRequest, plan: policy.CachePlan,
+                        key: str) -> AsyncIterator[StreamChunk]:
+        """Run one backend generation, yield its chunks, and store it if it completed and may be stored."""
+        parts: list[str] = []
+        input_tokens = output_tokens = kv_blocks = None
+        streamed = 0
+        async with contextlib.aclosing(self.backend.stream(self._prompt(request), request.params,
+                                                           uuid.uuid4().hex)) as deltas:
+            async for delta in deltas:
+                parts.append(delta.text)
+                streamed += not delta.final
+                input_tokens = delta.input_tokens or input_tokens
+                output_tokens = delta.output_tokens or output_tokens
+                if delta.kv_cache_reused_blocks is not None:
+                    kv_blocks = delta.kv_cache_reused_blocks
+                if not delta.final:
+                    if delta.text:
+                        yield StreamChunk(text=delta.text)
+                    continue
+                completion = output_tokens or streamed
+                finish_reason = "length" if completion >= request.params.max_tokens else "stop"
+                usage = Usage(prompt_tokens=input_tokens or 0, completion_tokens=completion)
+                if kv_blocks:
+                    metrics.KV_CACHE_REUSED_BLOCKS.inc(kv_blocks)
+                # Store before the last chunk: a caller may close the stream as soon as it has it.
+                await self._store(request, plan, CachedAnswer(
+                    text="".join(parts), model=request.model, prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens, finish_reason=finish_reason,
+                    created_at=time.time(), key=key))
+                yield StreamChunk(text=delta.text, finish_reason=finish_reason, usage=usage,
+                                  kv_cache_reused_blocks=kv_blocks)
+                return
+
+    async def _store(self, request: GenerationRequest, plan: policy.CachePlan, answer: CachedAnswer) -> None:
+        if not plan.store:
+            reason = plan.bypass_reason if plan.bypass_reason in ("disabled", "sampled") else "no_store"
+            metrics.CACHE_STORES_SKIPPED.labels(reason).inc()
+            return
+        if not policy.storable(answer.finish_reason, self.settings.cache):
+            metrics.CACHE_STORES_SKIPPED.labels(answer.finish_reason).inc()
+            return
+        if await self.exact.set(request.tenant, plan.namespace, answer, plan.ttl_s):
+            metrics.CACHE_STORES.labels("exact").inc()
+        query = keys.semantic_query(request)
+        if self.semantic is not None and query is not None:
+            scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
+            # The semantic store embeds the query (milliseconds): done in the background, off the stream.
+            task = asyncio.create_task(self._store_semantic(scope, query, answer, plan.ttl_s))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _store_semantic(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None:
+        async def store() -> bool:
+            await self.semantic.store(scope, query, answer, ttl_s)
+            return True
+
+        if await self._soft_semantic("store", store(), False):
+            metrics.CACHE_STORES.labels("semantic").inc()
