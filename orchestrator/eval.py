@@ -178,7 +178,7 @@ def gptcache(file: Path,
 
 def index_search(index: FaissIndex, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
     """One lookup's index search, driven synchronously (FaissIndex.search never waits on anything)."""
-    coroutine = index.search(scope, vector, k)
+    coroutine = index.search("eval", scope, vector, k)
     try:
         coroutine.send(None)
     except StopIteration as done:

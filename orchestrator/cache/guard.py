@@ -191,7 +191,7 @@ def _analyse(text: str) -> _Text:
         tokens.append(token)
         previous_end = match.end()
     stems = tuple(stem(t) for t in tokens)
-    content = tuple(s for s in stems if s not in STOPWORDS and s not in NEGATIONS)
+    content = tuple(s for s in stems if s not in STOPWORDS and s not in NEGATIONS and not s.endswith("n't"))
     squashed = re.sub(r"[\W_]+", "", text.lower())
     return _Text(text, tuple(tokens), frozenset(starts), frozenset(markers), frozenset(item_ends), stems, content, squashed)
 

@@ -135,7 +135,7 @@ class SemanticCache:
 
     async def lookup_vector(self, scope: Scope, query: str, vector: np.ndarray) -> SemanticHit | None:
         """The lookup after embedding (what the latency goal measures)."""
-        candidates = await self.index.search(scope.digest, vector, self.matcher.candidates)
+        candidates = await self.index.search(scope.tenant, scope.digest, vector, self.matcher.candidates)
         while True:
             decision = self.matcher.choose(query, candidates)
             chosen = decision.chosen

@@ -66,8 +66,8 @@ class VectorIndex(Protocol):
     async def add(self, entry: IndexedEntry) -> None:
         """Make an entry whose hash is already in Redis searchable."""
 
-    async def search(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        """Up to k live entries of `scope`, most similar first."""
+    async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        """Up to k live entries of the tenant's `scope` (digest), most similar first."""
 
     async def remove(self, keys: Iterable[str]) -> None: ...
 
@@ -76,8 +76,10 @@ class VectorIndex(Protocol):
     async def clear(self) -> None: ...
 
 
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return "" if value is None else str(value)
 
 
 class RediSearchIndex:
@@ -112,8 +114,9 @@ class RediSearchIndex:
     async def add(self, entry: IndexedEntry) -> None:
         """Nothing to do: Redis indexed the hash when the semantic layer wrote it."""
 
-    async def search(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        query = f"(@{F_SCOPE}:{{{scope}}})=>[KNN {k} @{F_VECTOR} $vec EF_RUNTIME {self.hnsw.ef_runtime} AS distance]"
+    async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        query = (f"(@{F_SCOPE}:{{{tag_escape(scope)}}} @{F_TENANT}:{{{tag_escape(tenant)}}})"
+                 f"=>[KNN {k} @{F_VECTOR} $vec EF_RUNTIME {self.hnsw.ef_runtime} AS distance]")
         reply = await self.redis.execute_command(
             "FT.SEARCH", self.name, query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
             "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance", "LIMIT", "0", str(k),
@@ -140,10 +143,8 @@ class RediSearchIndex:
 
     async def size(self) -> int:
         info = await self.redis.execute_command("FT.INFO", self.name)
-        if isinstance(info, dict):
-            return int(_text(info.get("num_docs", info.get(b"num_docs", 0))) or 0)
-        pairs = dict(zip(info[::2], info[1::2]))
-        return int(_text(pairs.get("num_docs", pairs.get(b"num_docs"))))
+        fields = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2]))
+        return int(float(_text({_text(k): v for k, v in fields.items()}["num_docs"])))
 
 
 def _search_rows(reply: object) -> list[tuple[str, dict[str, str]]]:
@@ -209,7 +210,7 @@ class FaissIndex:
         self._forget([e.key for e in entries if e.key in self._where])
         by_scope: dict[str, list[IndexedEntry]] = {}
         for entry in entries:
-            by_scope.setdefault(entry.scope, []).append(entry)
+            by_scope.setdefault(_partition_key(entry.tenant, entry.scope), []).append(entry)
         for scope, group in by_scope.items():
             partition = self._partitions.get(scope)
             if partition is None:
@@ -225,8 +226,8 @@ class FaissIndex:
                 self._where[entry.key] = (scope, start + offset)
         self._maybe_sweep()
 
-    async def search(self, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        partition = self._partitions.get(scope)
+    async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        partition = self._partitions.get(_partition_key(tenant, scope))
         if partition is None or partition.live == 0:
             return []
         now = self.clock()
@@ -276,21 +277,24 @@ class FaissIndex:
         """Tombstone expired vectors; rebuild partitions that are mostly dead; drop empty ones."""
         now = self.clock() if now is None else now
         self._last_sweep = now
-        for scope, partition in list(self._partitions.items()):
+        for name, partition in list(self._partitions.items()):
             for i, expires in enumerate(partition.expires):
                 if expires <= now and i not in partition.dead:
                     self._bury(partition, i)
             if partition.live == 0:
-                del self._partitions[scope]
+                del self._partitions[name]
             elif len(partition.dead) > partition.live:
-                self._compact(scope, partition)
+                self._compact(name, partition)
 
-    def _compact(self, scope: str, partition: _Partition) -> None:
+    def _compact(self, name: str, partition: _Partition) -> None:
         alive = [i for i in range(len(partition.keys)) if i not in partition.dead]
         vectors = partition.graph.reconstruct_n(0, len(partition.keys))[alive]
-        entries = [IndexedEntry(partition.keys[i], partition.tenants[i], scope, partition.queries[i], vectors[n],
+        digest = name.split("\0", 1)[1]
+        entries = [IndexedEntry(partition.keys[i], partition.tenants[i], digest, partition.queries[i], vectors[n],
                                 partition.expires[i]) for n, i in enumerate(alive)]
-        del self._partitions[scope]
+        del self._partitions[name]
+        for e in entries:
+            del self._where[e.key]
         self.add_many(entries)
 
     async def rebuild(self, redis: Redis, prefix: str, batch: int = 500) -> int:
@@ -325,6 +329,15 @@ class FaissIndex:
         if entries:
             self.add_many(entries)
         return len(entries)
+
+
+def _partition_key(tenant: str, scope: str) -> str:
+    return f"{tenant}\0{scope}"
+
+
+def tag_escape(text: str) -> str:
+    """Escape a value for a RediSearch TAG query: every character but letters, digits and '_'."""
+    return "".join(c if c.isalnum() or c == "_" else "\\" + c for c in text)
 
 
 def glob_escape(text: str) -> str:

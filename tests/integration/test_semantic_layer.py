@@ -1,0 +1,136 @@
+"""The semantic layer against the real Valkey + RediSearch, with both index back-ends."""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from orchestrator.backends.embedder import InProcessEmbedder
+from orchestrator.cache.semantic import SemanticCache, SemanticConfig, SemanticMatcher, build_index
+from orchestrator.cache.types import CachedAnswer, Scope
+from orchestrator.cache.vector_index import FaissIndex, RediSearchIndex
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = ["redisearch", "faiss"]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> InProcessEmbedder:
+    return InProcessEmbedder()
+
+
+@pytest.fixture(params=[3, 2], ids=["resp3", "resp2"])
+async def client(valkey, request):
+    redis = aioredis.Redis.from_url(valkey.url, protocol=request.param)
+    yield redis
+    await redis.aclose()
+
+
+def answer(text: str) -> CachedAnswer:
+    return CachedAnswer(text=text, model="m", prompt_tokens=5, completion_tokens=7, finish_reason="stop",
+                        created_at=time.time(), key="k" * 64)
+
+
+async def layer(client, embedder, backend: str, prefix: str) -> SemanticCache:
+    config = SemanticConfig(index=backend)
+    index = await build_index(config, client, prefix)
+    assert type(index) is (RediSearchIndex if backend == "redisearch" else FaissIndex)
+    return SemanticCache(client, embedder, index, prefix, SemanticMatcher(config.threshold, candidates=3))
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def cleanup(cache: SemanticCache) -> None:
+    await cache.invalidate_all()
+    if isinstance(cache.index, RediSearchIndex):
+        await cache.index.drop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_paraphrase_hits_within_scope_only(client, embedder, backend, prefix) -> None:
+    cache = await layer(client, embedder, backend, prefix)
+    scope, other = Scope("acme", "a" * 64), Scope("acme", "b" * 64)
+    await cache.store(scope, "How do I reset my password?", answer("Click 'Forgot password'."), ttl_s=60)
+    await cache.store(scope, "What is the capital of France?", answer("Paris."), ttl_s=60)
+    hit = await cache.lookup(scope, "What's the way to reset my password?")
+    assert hit is not None and hit.answer.text == "Click 'Forgot password'."
+    assert hit.cached_query == "How do I reset my password?" and 0.8 <= hit.similarity <= 1.0
+    assert await cache.lookup(other, "What's the way to reset my password?") is None
+    assert await cache.lookup(Scope("other-tenant", "a" * 64), "How do I reset my password?") is None
+    assert await cache.lookup(scope, "What is the capital of Germany?") is None  # the guard's entity check
+    await cleanup(cache)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_entries_expire_from_store_and_index(client, embedder, backend, prefix) -> None:
+    cache = await layer(client, embedder, backend, prefix)
+    scope = Scope("acme", "c" * 64)
+    await cache.store(scope, "Why is the sky blue?", answer("Rayleigh scattering."), ttl_s=1)
+    key = cache.entry_key(scope, "Why is the sky blue?")
+    assert 0 < await client.ttl(key) <= 1
+    assert await cache.lookup(scope, "What makes the sky look blue?") is not None
+    await asyncio.sleep(1.6)
+    assert await client.exists(key) == 0
+    assert await cache.lookup(scope, "What makes the sky look blue?") is None
+    if isinstance(cache.index, RediSearchIndex):
+        assert await cache.index.size() == 0  # Redis dropped the expired hash from the index: no orphan
+    else:
+        assert len(cache.index) == 0
+    await cleanup(cache)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_invalidation_by_tenant_and_all(client, embedder, backend, prefix) -> None:
+    cache = await layer(client, embedder, backend, prefix)
+    a, b = Scope("tenant-a", "d" * 64), Scope("tenant-b", "d" * 64)
+    for scope in (a, b):
+        await cache.store(scope, "How many legs does a spider have?", answer("Eight."), ttl_s=60)
+    assert await cache.invalidate_tenant("tenant-a") == 1
+    assert await cache.lookup(a, "How many legs does a spider have?") is None
+    assert await cache.lookup(b, "How many legs does a spider have?") is not None
+    assert await cache.invalidate_all() == 1
+    assert await cache.lookup(b, "How many legs does a spider have?") is None
+    await cleanup(cache)
+
+
+async def test_faiss_is_rebuilt_from_redis_and_forgets_entries_gone_from_redis(client, embedder, prefix) -> None:
+    first = await layer(client, embedder, "faiss", prefix)
+    scope = Scope("acme", "e" * 64)
+    await first.store(scope, "Who wrote Pride and Prejudice?", answer("Jane Austen."), ttl_s=60)
+    await first.store(scope, "How do I install numpy?", answer("pip install numpy"), ttl_s=60)
+    restarted = await layer(client, embedder, "faiss", prefix)  # a new process: index rebuilt from Redis
+    assert len(restarted.index) == 2
+    hit = await restarted.lookup(scope, "Who is the author of Pride and Prejudice?")
+    assert hit is not None and hit.answer.text == "Jane Austen."
+    # another replica deletes the entry in Redis: this replica's index must not serve it
+    await client.delete(first.entry_key(scope, "Who wrote Pride and Prejudice?"))
+    assert await restarted.lookup(scope, "Who is the author of Pride and Prejudice?") is None
+    assert len(restarted.index) == 1
+    await cleanup(first)
+
+
+async def test_redisearch_entries_are_shared_by_replicas(client, embedder, prefix) -> None:
+    writer = await layer(client, embedder, "redisearch", prefix)
+    reader = await layer(client, embedder, "redisearch", prefix)
+    scope = Scope("acme", "f" * 64)
+    await writer.store(scope, "How do I cancel my subscription?", answer("Settings > Billing."), ttl_s=60)
+    hit = await reader.lookup(scope, "What steps do I take to cancel my subscription?")
+    assert hit is not None and hit.answer.text == "Settings > Billing."
+    await cleanup(writer)
+
+
+async def test_storing_the_same_question_again_replaces_it(client, embedder, prefix) -> None:
+    cache = await layer(client, embedder, "faiss", prefix)
+    scope = Scope("acme", "0" * 64)
+    await cache.store(scope, "What is the refund policy?", answer("30 days."), ttl_s=60)
+    await cache.store(scope, "What is the refund policy?", answer("60 days."), ttl_s=60)
+    assert len(cache.index) == 1
+    hit = await cache.lookup(scope, "Can you tell me about your refund policy?")
+    assert hit is not None and hit.answer.text == "60 days."
+    await cleanup(cache)
