@@ -3,7 +3,7 @@ control with a config override, drive it at several concurrencies, read the batc
 and pick the fastest configuration whose p99 stays within a latency budget.
 
 The unbatched baseline (`max_batch_size: 1`: every execution holds one request, which the statistics
-confirm) always runs too, so the gain from batching is measured, not assumed. The model's original
+confirm) always runs too, at each instance count, so the gain from batching is measured, not assumed. The model's original
 configuration is loaded again at the end, also when the sweep fails."""
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def unbatched(instance_count: int = 1) -> BatcherConfig:
 
 def grid(delays_us: Sequence[int], preferred: Sequence[Sequence[int]], max_batch_sizes: Sequence[int],
          instance_counts: Sequence[int]) -> list[BatcherConfig]:
-    """Every combination, preferred sizes above max_batch_size dropped, duplicates removed, baseline first."""
-    candidates = [unbatched(1)]
+    """Every combination, preferred sizes above max_batch_size dropped, duplicates removed; first the unbatched
+    baseline at each instance count, so batching is compared with the best that no batching does."""
+    candidates = [unbatched(count) for count in dict.fromkeys(instance_counts)]
     for delay, sizes, largest, count in itertools.product(delays_us, preferred, max_batch_sizes, instance_counts):
         if largest < 1 or count < 1 or delay < 0:
             raise ValueError("max_batch_size and instance count must be >= 1, delays >= 0")

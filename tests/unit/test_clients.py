@@ -123,6 +123,7 @@ def test_grid_drops_oversized_preferred_sizes_and_duplicates() -> None:
     assert len(candidates) == len(set(candidates)) == 1 + 2 * 2 * 2
     with pytest.raises(ValueError, match="instance count"):
         grid([0], [[]], [8], [0])
+    assert grid([0], [[]], [8], [1, 2])[:2] == [unbatched(1), unbatched(2)]
 
 
 def test_apply_keeps_everything_else() -> None:
