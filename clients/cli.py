@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from clients.workload import workload
 
@@ -22,7 +23,21 @@ err = Console(stderr=True)
 
 TRITON_HTTP = "127.0.0.1:8000"
 TRITON_GRPC = "127.0.0.1:8001"
-ORCHESTRATOR_HTTP = "http://127.0.0.1:8080"
+
+
+def orchestrator_url() -> str:
+    """The orchestrator's default HTTP address, from its own settings."""
+    from orchestrator.api.settings import ApiSettings
+
+    settings = ApiSettings()
+    return f"http://{settings.host}:{settings.http_port}"
+
+
+def served_model() -> str:
+    """The model name the orchestrator serves, from its own settings."""
+    from orchestrator.config import ModelSettings
+
+    return ModelSettings().name
 
 Mix = Annotated[str, typer.Option(help="workload mix, e.g. exact=0.3,paraphrase=0.2,fresh=0.4,shared_prefix=0.1")]
 PromptFile = Annotated[Path | None, typer.Option(help="prompts (JSONL with 'prompt', or one per line) instead of the generator")]
@@ -58,7 +73,7 @@ def progress_bar() -> Progress:
 def load(
     target: Annotated[str, typer.Option(help="triton (a model over gRPC) or http (the orchestrator)")] = "triton",
     url: Annotated[str | None, typer.Option(help="Triton gRPC host:port or orchestrator base URL")] = None,
-    model: Annotated[str, typer.Option(help="Triton model, or the model name sent to the orchestrator")] = "embedding",
+    model: Annotated[str | None, typer.Option(help="Triton model (default embedding), or the model name sent to the orchestrator (default: the one it serves)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="closed loop: clients each with one request in flight")] = None,
     rate: Annotated[float | None, typer.Option(help="open loop: Poisson arrivals per second")] = None,
     duration: Annotated[float | None, typer.Option(help="seconds to issue requests")] = 10.0,
@@ -85,9 +100,12 @@ def load(
     except ValueError as error:
         raise fail(str(error)) from None
     if target == "triton":
+        model = model or "embedding"
         chosen = TritonTarget(url or TRITON_GRPC, model, max_tokens)
     elif target == "http":
-        chosen = OrchestratorHttpTarget(url or ORCHESTRATOR_HTTP, model, max_tokens, api_key)
+        if stats_url:
+            raise fail("--stats-url reads a Triton model's statistics: use it with --target triton")
+        chosen = OrchestratorHttpTarget(url or orchestrator_url(), model or served_model(), max_tokens, api_key)
     else:
         raise fail(f"--target: {target!r} is not one of triton, http")
 
@@ -225,8 +243,8 @@ def perf(
 
 @app.command()
 def chat(
-    url: Annotated[str, typer.Option(help="orchestrator base URL")] = ORCHESTRATOR_HTTP,
-    model: Annotated[str, typer.Option(help="model name sent to the orchestrator")] = "ensemble",
+    url: Annotated[str | None, typer.Option(help="orchestrator base URL (default: from its settings)")] = None,
+    model: Annotated[str | None, typer.Option(help="model name sent (default: the one the orchestrator serves)")] = None,
     system: Annotated[str | None, typer.Option(help="system prompt")] = None,
     message: Annotated[str | None, typer.Option(help="send this one message and exit")] = None,
     max_tokens: int = 128,
@@ -239,6 +257,8 @@ def chat(
     from clients.chat import chat_turn
 
     history = [{"role": "system", "content": system}] if system else []
+    url = url or orchestrator_url()
+    model = model or served_model()
     client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key, max_retries=0)
 
     def show(text: str) -> None:
@@ -258,7 +278,8 @@ def chat(
         history.append({"role": "assistant", "content": reply.text})
         ttft = f"{reply.ttft_s * 1000:.0f} ms" if reply.ttft_s is not None else "-"
         colour = {"exact": "green", "semantic": "cyan", "miss": "yellow"}.get(reply.layer, "white")
-        out.print(f"\n[{colour}][{reply.layer}][/] first token {ttft}, total {reply.total_s * 1000:.0f} ms")
+        out.print(Text.assemble("\n", (f"[{reply.layer}]", colour),
+                                f" first token {ttft}, total {reply.total_s * 1000:.0f} ms"))
 
     async def session() -> None:
         try:

@@ -1,0 +1,46 @@
+"""`python -m clients chat` and `load --target http` against the real orchestrator (in front of the real
+Triton and Valkey): streamed answers, the cache layer of each, and the load summary's hits by layer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from typer.testing import CliRunner
+
+from clients.cli import app
+from orchestrator.api.process import OrchestratorProcess
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+KEY = "sk-e2e-beta"
+
+
+def test_chat_shows_the_layer(orchestrator: OrchestratorProcess) -> None:
+    question = f"Name one colour of the sky ({uuid.uuid4().hex[:6]})."
+    args = ["chat", "--url", orchestrator.http_url, "--api-key", KEY, "--max-tokens", "8", "--message", question]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "[miss]" in first.stdout and "first token" in first.stdout
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "[exact]" in again.stdout
+
+
+def test_chat_reports_a_refused_key(orchestrator: OrchestratorProcess) -> None:
+    result = runner.invoke(app, ["chat", "--url", orchestrator.http_url, "--api-key", "sk-wrong", "--message", "hi"])
+    assert result.exit_code == 0 and "401" in result.output
+
+
+def test_load_counts_hits_by_layer(orchestrator: OrchestratorProcess) -> None:
+    result = runner.invoke(app, ["load", "--target", "http", "--url", orchestrator.http_url, "--api-key", KEY,
+                                 "--concurrency", "2", "--requests", "16", "--mix", "exact=0.5,fresh=0.5",
+                                 "--seed", "7", "--max-tokens", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ok"] == summary["requests"] == 16 and summary["errors"] == {}
+    assert set(summary["hit_rate"]) <= {"exact", "semantic", "miss"}
+    assert summary["hit_rate"].get("exact", 0) > 0 and summary["hit_rate"].get("miss", 0) > 0
+    # Only a repeat can be an exact hit.
+    assert summary["hit_rate"]["exact"] * 16 <= summary["by_kind"].get("exact", 0) + 1e-9
+    assert summary["ttft_ms"]["p50"] <= summary["latency_ms"]["p50"] + 1e-9
