@@ -44,9 +44,14 @@ def render(
     typer.echo(f"rendered {', '.join(sorted(p.name for p in written.iterdir()))} into {written}")
 
 
+#: Where `launch_triton.sh --gpu` mounts this checkout (deploy/triton.Dockerfile copies the packages there).
+CHECKOUT_MOUNT = "/opt/llm-stack"
+
+
 def gpu_command(profile: dict, repository: Path, engine_dir: Path, tokenizer_dir: Path, http_port: int,
-                grpc_port: int, metrics_port: int) -> list[str]:
-    """`docker run` of the profile's NGC image on a rendered repository, its engine and tokenizer mounted.
+                grpc_port: int, metrics_port: int, image: str | None = None) -> list[str]:
+    """`docker run` of the profile's NGC image (or `image`) on a rendered repository, with the engine, the
+    tokenizer and this checkout's Python packages (imported by the Python-backend models) mounted.
 
     With tensor parallelism (`[engine] tp_size` > 1) one tritonserver per rank runs under mpirun in leader
     mode, as upstream's launch_triton_server.py does: rank 0 serves every model, the other ranks load only
@@ -60,7 +65,8 @@ def gpu_command(profile: dict, repository: Path, engine_dir: Path, tokenizer_dir
         "-v", f"{repository.resolve()}:/models:ro",
         "-v", f"{engine_dir.resolve()}:{deploy['engine_mount']}:ro",
         "-v", f"{tokenizer_dir.resolve()}:{deploy['tokenizer_mount']}:ro",
-        deploy["image"],
+        "-v", f"{paths.PROJECT_ROOT}:{CHECKOUT_MOUNT}:ro", "-e", f"PYTHONPATH={CHECKOUT_MOUNT}",
+        image or deploy["image"],
     ]
     server = ["tritonserver", "--model-repository=/models"]
     if tp_size == 1:
@@ -83,6 +89,7 @@ def triton(
     gpu: Annotated[bool, typer.Option(help="run the NGC TensorRT-LLM container instead")] = False,
     engine_dir: Annotated[Path | None, typer.Option(help="--gpu: the built engine (scripts/build_engine.sh --out)")] = None,
     tokenizer_dir: Annotated[Path | None, typer.Option(help="--gpu: the model's Hugging Face tokenizer files")] = None,
+    image: Annotated[str | None, typer.Option(help="--gpu: image to run (default: the profile's [deploy] image)")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the command, start nothing")] = False,
 ) -> None:
     """Start Triton on a rendered repository, wait until ready, serve until Ctrl-C, then stop it cleanly."""
@@ -95,7 +102,7 @@ def triton(
     if gpu:
         engines = paths.STACK_HOME / "engines" / profile
         command = gpu_command(load_profile(profile_path(profile)), repository, engine_dir or engines / "llm",
-                              tokenizer_dir or engines / "tokenizer", http_port, grpc_port, metrics_port)
+                              tokenizer_dir or engines / "tokenizer", http_port, grpc_port, metrics_port, image)
         typer.echo(shlex.join(command))
         if not dry_run:
             import os

