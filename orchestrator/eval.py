@@ -32,6 +32,7 @@ from orchestrator.cache.vector_index import Candidate, FaissIndex, IndexedEntry
 app = typer.Typer(add_completion=False, help=__doc__)
 SWEEP = [round(t, 2) for t in np.arange(0.50, 0.995, 0.01)]
 NO_EXPIRY = float("inf")
+EVAL_TENANT = "eval"
 
 
 def embed_all(texts: Sequence[str], threads: int, batch: int = 64) -> dict[str, np.ndarray]:
@@ -82,7 +83,7 @@ def load_pairs(path: Path) -> list[Pair]:
 def pair_candidates(pairs: Sequence[Pair], vectors: dict[str, np.ndarray], k: int) -> list[list[Candidate]]:
     """Each pair in a fresh scope: store `cached`, look up `query`."""
     index = FaissIndex(EMBEDDING_DIM)
-    index.add_many([IndexedEntry(f"pair:{i}", "eval", f"pair:{i}", p.cached, vectors[p.cached], NO_EXPIRY)
+    index.add_many([IndexedEntry(f"pair:{i}", EVAL_TENANT, f"pair:{i}", p.cached, vectors[p.cached], NO_EXPIRY)
                     for i, p in enumerate(pairs)])
     return [index_search(index, f"pair:{i}", vectors[p.query], k) for i, p in enumerate(pairs)]
 
@@ -148,7 +149,7 @@ def gptcache(file: Path,
     vectors = embed_all([t for row in rows for t in row], threads)
     origins = list(dict.fromkeys(o for o, _ in rows))
     index = FaissIndex(EMBEDDING_DIM)
-    index.add_many([IndexedEntry(f"o:{i}", "eval", "all", o, vectors[o], NO_EXPIRY) for i, o in enumerate(origins)])
+    index.add_many([IndexedEntry(f"o:{i}", EVAL_TENANT, "all", o, vectors[o], NO_EXPIRY) for i, o in enumerate(origins)])
     found, lookup_ms = [], []
     first = _matcher(threshold, guard, candidates)
     for _, similar in rows:
@@ -178,7 +179,7 @@ def gptcache(file: Path,
 
 def index_search(index: FaissIndex, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
     """One lookup's index search, driven synchronously (FaissIndex.search never waits on anything)."""
-    coroutine = index.search("eval", scope, vector, k)
+    coroutine = index.search(EVAL_TENANT, scope, vector, k)
     try:
         coroutine.send(None)
     except StopIteration as done:

@@ -398,6 +398,7 @@ class NearMissGuard:
 
     def __init__(self, settings: GuardSettings | None = None) -> None:
         self.settings = settings or GuardSettings()
+        zipf_frequency("warm", "en")  # loads the word-frequency table now, not during the first lookup
 
     def reasons(self, cached: str, query: str) -> tuple[str, ...]:
         """Names of the checks that find a decisive difference; empty when the hit may be served."""
