@@ -11,9 +11,9 @@ Why text and not token ids: the orchestrator sends text to the `ensemble` (token
 Triton's `preprocessing` model), so token ids would cost a second tokenization per request just to route it.
 Identical leading text gives identical leading tokens (byte-level BPE splits on whitespace and punctuation
 first, so only the last pre-token at the cut may differ), so a text prefix names the same KV blocks. With
-~4 characters per token the default 1,024 characters cover ~256 tokens: four 64-token KV blocks, enough to
-get past a shared chat-template header and into the system prompt or document that makes a prefix worth
-reusing. A prompt shorter than that is hashed whole; it has little to reuse anyway.
+~4 characters per token the default 1,024 characters cover ~256 tokens, eight 32-token KV blocks (the
+profiles' tokens_per_block): enough to get past a shared chat-template header and into the system prompt or
+document that makes a prefix worth reusing. A prompt shorter than that is hashed whole; it has little to reuse anyway.
 
 Load: an LLM engine batches requests internally, so up to its batch size more requests on one replica cost
 little, while beyond it they queue and the wait outweighs the prefill saved. A replica with `max_in_flight`
@@ -40,7 +40,7 @@ from tritonclient.grpc import aio as grpcclient
 
 log = logging.getLogger(__name__)
 
-#: Characters of the prompt that choose the replica (~256 tokens, four 64-token KV blocks).
+#: Characters of the prompt that choose the replica (~256 tokens, eight 32-token KV blocks).
 DEFAULT_PREFIX_CHARS = 1024
 
 
