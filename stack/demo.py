@@ -1,40 +1,92 @@
-"""The main job (`make demo`): start Valkey and Triton on the CPU profile, embed sentences through Triton,
-and show the batches Triton's dynamic batcher formed. Everything started here is stopped on exit."""
+"""The main job (`make demo`): the whole request path on this machine, scripted, then everything stopped.
+
+Starts Valkey (RediSearch loaded), Triton on the rendered CPU profile and the orchestrator, then talks to
+the orchestrator with the official `openai` SDK: a miss, an exact hit, a semantic hit (a paraphrase), a
+near-miss the guard refuses, and two requests sharing a long system prompt whose KV blocks the engine reuses.
+It prints where each answer came from, its latency and the tokens it saved.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import redis
+import openai
 import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.api.process import OrchestratorProcess
 from stack import paths
 from stack.render import render
 from stack.triton import TritonServer
 from stack.triton_stats import model_stats
 from stack.valkey import ValkeyServer
 
-SENTENCES = [
-    "What is the capital of France?",
-    "Which city is the capital of France?",
-    "What is the capital of Germany?",
-    "How do I convert Celsius to Fahrenheit?",
-    "How do I convert Fahrenheit to Celsius?",
-    "Explain continuous batching in one sentence.",
-    "What does KV-cache reuse save?",
-    "Tell me a joke about GPUs.",
+#: A long shared system prompt (~1,000 tokens): the second question under it reuses the first one's KV blocks.
+HANDBOOK = "You are the support assistant of Northwind Rail. Answer briefly from this handbook.\n" + "\n".join(
+    f"Rule {n}: trains on line {n % 7 + 1} leave platform {n % 12 + 1} every {10 + n % 5} minutes; "
+    f"tickets bought after {6 + n % 4} pm are valid until midnight of the next day." for n in range(1, 41)
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    messages: list[dict[str, str]]
+    expect: str  # the layer the step demonstrates
+
+
+def question(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+STEPS = [
+    Step("first question", question("What is the capital of France?"), "miss"),
+    Step("same question again", question("What is the capital of France?"), "exact"),
+    Step("a paraphrase", question("Which city is the capital of France?"), "semantic"),
+    Step("a near miss (other country)", question("What is the capital of Germany?"), "miss"),
+    Step("long shared system prompt, question 1",
+         [{"role": "system", "content": HANDBOOK}, {"role": "user", "content": "How often do line 3 trains leave?"}],
+         "miss"),
+    Step("same system prompt, question 2",
+         [{"role": "system", "content": HANDBOOK}, {"role": "user", "content": "When do evening tickets expire?"}],
+         "miss"),
 ]
 
 
-def embed_one(url: str, sentence: str) -> np.ndarray:
-    client = httpclient.InferenceServerClient(url)
-    text = httpclient.InferInput("text", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[sentence.encode()]], dtype=object))
-    return client.infer("embedding", [text]).as_numpy("embedding")[0]
+def embed_through_triton(url: str, sentences: list[str]) -> None:
+    def one(sentence: str) -> np.ndarray:
+        text = httpclient.InferInput("text", [1, 1], "BYTES")
+        text.set_data_from_numpy(np.array([[sentence.encode()]], dtype=object))
+        return httpclient.InferenceServerClient(url).infer("embedding", [text]).as_numpy("embedding")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(one, sentences))
+
+
+def show_batching(console: Console, triton: TritonServer) -> None:
+    client = httpclient.InferenceServerClient(triton.http_url)
+    before = model_stats(client, "embedding")
+    embed_through_triton(triton.http_url, [f"sentence {i} for the batcher" for i in range(64)])
+    formed = model_stats(client, "embedding").minus(before)
+    batches = ", ".join(f"{n}×{size}" for size, n in formed.batches.items())
+    console.print(f"Triton's dynamic batcher: {formed.inference_count} embedding requests from 16 threads ran as "
+                  f"{formed.execution_count} executions (count×size: {batches}; mean batch "
+                  f"{formed.mean_batch_size:.1f})")
+
+
+def ask(client: openai.OpenAI, step: Step) -> tuple[dict[str, Any], float, str]:
+    started = time.perf_counter()
+    completion = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=step.messages,
+                                                max_tokens=48, temperature=0)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    cache = (completion.model_extra or {}).get("cache", {})
+    return cache, elapsed_ms, completion.choices[0].message.content or ""
 
 
 def run(console: Console | None = None) -> None:
@@ -42,25 +94,29 @@ def run(console: Console | None = None) -> None:
     repository = render("cpu", paths.STACK_HOME / "repository" / "cpu")
     with contextlib.ExitStack() as stack:
         valkey = stack.enter_context(ValkeyServer())
-        console.print(f"[green]Valkey[/] with RediSearch on {valkey.url}")
+        console.print(f"[green]Valkey[/] (RediSearch loaded) on {valkey.url}")
         triton = stack.enter_context(TritonServer(repository))
         console.print(f"[green]Triton[/] ready: HTTP {triton.http_url}, gRPC {triton.grpc_url}")
-        redis.Redis.from_url(valkey.url).ping()
+        orchestrator = stack.enter_context(OrchestratorProcess(triton.grpc_url, valkey.url))
+        console.print(f"[green]Orchestrator[/] ready: HTTP {orchestrator.http_url}, gRPC {orchestrator.grpc_target}")
+        show_batching(console, triton)
 
-        client = httpclient.InferenceServerClient(triton.http_url)
-        before = model_stats(client, "embedding")
-        workload = SENTENCES * 8
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            vectors = list(pool.map(lambda s: embed_one(triton.http_url, s), workload))
-        formed = model_stats(client, "embedding").minus(before)
-
-        table = Table(title="Similarity to the first sentence (MiniLM through Triton)")
-        table.add_column("sentence")
-        table.add_column("cosine", justify="right")
-        for sentence, vector in zip(SENTENCES, vectors):
-            table.add_row(sentence, f"{float(vector @ vectors[0]):.3f}")
+        client = openai.OpenAI(base_url=f"{orchestrator.http_url}/v1", api_key="local", max_retries=0, timeout=300)
+        table = Table(title="Chat through the orchestrator (openai SDK)")
+        for column, justify in [("#", "right"), ("request", "left"), ("layer", "left"), ("expected", "left"),
+                                ("latency ms", "right"), ("similarity", "right"), ("tokens saved", "right"),
+                                ("KV blocks reused", "right"), ("answer", "left")]:
+            table.add_column(column, justify=justify, overflow="fold")
+        surprises = 0
+        for number, step in enumerate(STEPS, 1):
+            cache, elapsed_ms, answer = ask(client, step)
+            layer = cache.get("layer", "?")
+            surprises += layer != step.expect
+            similarity = cache.get("similarity")
+            table.add_row(str(number), step.label, f"[bold]{layer}[/]", step.expect, f"{elapsed_ms:,.1f}",
+                          "" if similarity is None else f"{similarity:.3f}", str(cache.get("tokens_saved", 0)),
+                          str(cache.get("kv_cache_reused_blocks", "")), answer.strip().replace("\n", " ")[:60])
         console.print(table)
-        batches = ", ".join(f"{n}×{size}" for size, n in formed.batches.items())
-        console.print(f"{formed.inference_count} requests from 16 threads ran as {formed.execution_count} "
-                      f"executions; batches (count×size): {batches}; mean batch {formed.mean_batch_size:.1f}")
-    console.print("[green]Stopped Triton and Valkey.[/]")
+        if surprises:
+            console.print(f"[yellow]{surprises} step(s) answered from another layer than expected[/]")
+    console.print("[green]Stopped the orchestrator, Triton and Valkey.[/]")
