@@ -74,11 +74,16 @@ def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest],
 class CachedLLMService:
     def __init__(self, settings: Settings, exact: ExactCache, backend: LLMBackend,
                  semantic: SemanticLayer | None = None, embedder: Embedder | None = None,
-                 chat_formatter: Callable[[GenerationRequest], str] | None = None) -> None:
+                 chat_formatter: Callable[[GenerationRequest], str] | None = None,
+                 semantic_factory: Callable[[], Awaitable[SemanticLayer]] | None = None) -> None:
+        """`semantic_factory` builds the semantic layer later when it could not be built at start (Redis
+        down): tried at most once per `redis.retry_after_s` until it succeeds."""
         self.settings = settings
         self.exact = exact
         self.backend = backend
         self.semantic = semantic if settings.semantic.enabled else None
+        self._semantic_factory = semantic_factory if settings.semantic.enabled else None
+        self._semantic_retry_at = 0.0
         self.embedder = embedder
         tokenizer_dir = str(settings.model.tokenizer_dir or "")
         self.format_chat = chat_formatter or _default_chat_formatter(tokenizer_dir)
@@ -96,8 +101,10 @@ class CachedLLMService:
                            settings.redis.retry_after_s)
         embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
                                   timeout_s=settings.triton.unary_timeout_s)
-        semantic = await build_semantic_layer(settings, redis, embedder) if settings.semantic.enabled else None
-        return cls(settings, exact, TritonLLM(settings.triton, settings.model), semantic, embedder)
+        service = cls(settings, exact, TritonLLM(settings.triton, settings.model), embedder=embedder,
+                      semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
+        await service._semantic_layer()
+        return service
 
     # Public API -------------------------------------------------------------------------------------------------
 
@@ -177,12 +184,14 @@ class CachedLLMService:
             self._check_name("tenant", tenant)
         if namespace is not None:
             self._check_name("namespace", namespace)
+        await self._settle()  # semantic stores still running belong to answers given before this call
         removed = await self.exact.invalidate(tenant, namespace, key)
-        if self.semantic is not None and key is None and namespace is None:
+        semantic = await self._semantic_layer()
+        if semantic is not None and key is None and namespace is None:
             if tenant is None:
-                removed += await self.semantic.invalidate_all()
+                removed += await semantic.invalidate_all()
             else:
-                removed += await self.semantic.invalidate_tenant(tenant)
+                removed += await semantic.invalidate_tenant(tenant)
         return removed
 
     async def readiness(self) -> dict[str, bool]:
@@ -190,8 +199,7 @@ class CachedLLMService:
         return {"triton": triton, "redis": redis}
 
     async def aclose(self) -> None:
-        if self._background:
-            await asyncio.wait(self._background, timeout=5)
+        await self._settle()
         await self.backend.aclose()
         for part in (self.semantic, self.embedder):
             close = getattr(part, "aclose", None)
@@ -200,6 +208,11 @@ class CachedLLMService:
         await self.exact.aclose()
 
     # Internals --------------------------------------------------------------------------------------------------
+
+    async def _settle(self, timeout_s: float = 5.0) -> None:
+        """Wait for the background semantic stores started so far."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
 
     @staticmethod
     def _check_name(field: str, value: str) -> None:
@@ -215,9 +228,10 @@ class CachedLLMService:
             metrics.TOKENS_SAVED.labels("exact").inc(saved)
             return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
         query = keys.semantic_query(request)
-        if self.semantic is not None and query is not None:
+        semantic = await self._semantic_layer() if query is not None else None
+        if semantic is not None:
             scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
-            hit = await self._soft_semantic("lookup", self.semantic.lookup(scope, query), None)
+            hit = await self._soft_semantic("lookup", semantic.lookup(scope, query), None)
             if hit is not None:
                 saved = tokens_saved(hit.answer)
                 metrics.CACHE_HITS.labels("semantic").inc()
@@ -228,6 +242,14 @@ class CachedLLMService:
         metrics.CACHE_MISSES.inc()
         await self.exact.record(request.tenant, "misses")
         return None
+
+    async def _semantic_layer(self) -> SemanticLayer | None:
+        """The semantic layer, building it first if that is pending and due."""
+        if self.semantic is None and self._semantic_factory is not None \
+                and time.monotonic() >= self._semantic_retry_at:
+            self._semantic_retry_at = time.monotonic() + self.settings.redis.retry_after_s
+            self.semantic = await self._soft_semantic("build", self._semantic_factory(), None)
+        return self.semantic
 
     async def _soft_semantic(self, operation: str, call: Awaitable[T], default: T) -> T:
         try:
@@ -284,16 +306,18 @@ class CachedLLMService:
         if await self.exact.set(request.tenant, plan.namespace, answer, plan.ttl_s):
             metrics.CACHE_STORES.labels("exact").inc()
         query = keys.semantic_query(request)
-        if self.semantic is not None and query is not None:
+        semantic = await self._semantic_layer() if query is not None else None
+        if semantic is not None:
             scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
             # The semantic store embeds the query (milliseconds): done in the background, off the stream.
-            task = asyncio.create_task(self._store_semantic(scope, query, answer, plan.ttl_s))
+            task = asyncio.create_task(self._store_semantic(semantic, scope, query, answer, plan.ttl_s))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _store_semantic(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None:
+    async def _store_semantic(self, semantic: SemanticLayer, scope: Scope, query: str, answer: CachedAnswer,
+                              ttl_s: int) -> None:
         async def store() -> bool:
-            await self.semantic.store(scope, query, answer, ttl_s)
+            await semantic.store(scope, query, answer, ttl_s)
             return True
 
         if await self._soft_semantic("store", store(), False):

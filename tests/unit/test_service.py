@@ -164,8 +164,7 @@ async def test_semantic_hit_within_the_same_scope_only() -> None:
     backend, semantic = FakeBackend(), FakeSemantic()
     service = make_service(backend, semantic)
     await service.generate(chat())
-    await asyncio.sleep(0)  # the semantic store runs in the background
-    await asyncio.wait(service._background)
+    await service._settle()  # the semantic store runs in the background
     paraphrase = await service.generate(chat("Which city is the capital of France?"))
     assert paraphrase.cache.layer == "semantic" and paraphrase.cache.similarity == 0.93
     other_system = await service.generate(chat("Which city is the capital of France?", system="Be verbose."))
@@ -314,7 +313,7 @@ async def test_semantic_layer_failure_is_pass_through() -> None:
     result = await service.generate(chat())
     assert result.cache.layer == "miss" and result.text
     assert metrics.SEMANTIC_ERRORS.labels("lookup")._value.get() == before + 1
-    await asyncio.wait(service._background)
+    await service._settle()
     assert metrics.SEMANTIC_ERRORS.labels("store")._value.get() >= 1
 
 
@@ -350,3 +349,25 @@ async def test_stats_count_hits_by_layer() -> None:
     stats = await service.stats("acme")
     assert stats["exact_hits"] == 1 and stats["misses"] == 1 and stats["hit_rate"] == 0.5
     assert stats["exact_entries"] == 1
+
+
+async def test_a_semantic_layer_that_cannot_be_built_at_start_is_built_later() -> None:
+    attempts = []
+    semantic = FakeSemantic()
+
+    async def build():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("redis down at start")
+        return semantic
+
+    settings = Settings(model=ModelSettings(name="m"), redis=RedisSettings(retry_after_s=0.05))
+    service = CachedLLMService(settings, FakeExact(), FakeBackend(), semantic_factory=build,
+                               chat_formatter=lambda r: r.messages[-1].content)
+    assert (await service.generate(chat())).cache.layer == "miss"
+    assert len(attempts) == 1 and service.semantic is None
+    await service.generate(chat("Another question"))
+    assert len(attempts) == 1  # not retried before retry_after_s
+    await asyncio.sleep(0.06)
+    await service.generate(chat("A third question"))
+    assert len(attempts) == 2 and service.semantic is semantic
