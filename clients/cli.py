@@ -5,6 +5,7 @@ progress goes to stderr."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,14 @@ def orchestrator_url() -> str:
 
     settings = ApiSettings()
     return f"http://{settings.host}:{settings.http_port}"
+
+
+def orchestrator_grpc_target() -> str:
+    """The orchestrator's default gRPC address, from its own settings."""
+    from orchestrator.api.settings import ApiSettings
+
+    settings = ApiSettings()
+    return f"{settings.host}:{settings.grpc_port}"
 
 
 def served_model() -> str:
@@ -71,8 +80,8 @@ def progress_bar() -> Progress:
 
 @app.command()
 def load(
-    target: Annotated[str, typer.Option(help="triton (a model over gRPC) or http (the orchestrator)")] = "triton",
-    url: Annotated[str | None, typer.Option(help="Triton gRPC host:port or orchestrator base URL")] = None,
+    target: Annotated[str, typer.Option(help="triton (a model over gRPC), http or grpc (the orchestrator)")] = "triton",
+    url: Annotated[str | None, typer.Option(help="Triton gRPC host:port, orchestrator base URL or gRPC host:port")] = None,
     model: Annotated[str | None, typer.Option(help="Triton model (default embedding), or the model name sent to the orchestrator (default: the one it serves)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="closed loop: clients each with one request in flight")] = None,
     rate: Annotated[float | None, typer.Option(help="open loop: Poisson arrivals per second")] = None,
@@ -90,7 +99,7 @@ def load(
     TTFT, errors by kind, hits by cache layer; with --stats-url the batches Triton formed)."""
     from clients.load import Plan, run_load
     from clients.report import summary_table
-    from clients.targets import OrchestratorHttpTarget, TritonTarget
+    from clients.targets import OrchestratorGrpcTarget, OrchestratorHttpTarget, TritonTarget
 
     if concurrency is None and rate is None:
         concurrency = 8
@@ -102,12 +111,14 @@ def load(
     if target == "triton":
         model = model or "embedding"
         chosen = TritonTarget(url or TRITON_GRPC, model, max_tokens)
+    elif stats_url:
+        raise fail("--stats-url reads a Triton model's statistics: use it with --target triton")
     elif target == "http":
-        if stats_url:
-            raise fail("--stats-url reads a Triton model's statistics: use it with --target triton")
         chosen = OrchestratorHttpTarget(url or orchestrator_url(), model or served_model(), max_tokens, api_key)
+    elif target == "grpc":
+        chosen = OrchestratorGrpcTarget(url or orchestrator_grpc_target(), model or served_model(), max_tokens, api_key)
     else:
-        raise fail(f"--target: {target!r} is not one of triton, http")
+        raise fail(f"--target: {target!r} is not one of triton, http, grpc")
 
     async def run() -> dict:
         import tritonclient.http as httpclient
@@ -243,45 +254,63 @@ def perf(
 
 @app.command()
 def chat(
-    url: Annotated[str | None, typer.Option(help="orchestrator base URL (default: from its settings)")] = None,
+    protocol: Annotated[str, typer.Option(help="http (OpenAI-compatible, SSE) or grpc (orchestrator.v1)")] = "http",
+    url: Annotated[str | None, typer.Option(help="orchestrator base URL, or gRPC host:port (default: from its settings)")] = None,
     model: Annotated[str | None, typer.Option(help="model name sent (default: the one the orchestrator serves)")] = None,
     system: Annotated[str | None, typer.Option(help="system prompt")] = None,
     message: Annotated[str | None, typer.Option(help="send this one message and exit")] = None,
     max_tokens: int = 128,
     api_key: Annotated[str, typer.Option(envvar="ORCHESTRATOR_API_KEY")] = "none",
 ) -> None:
-    """Chat with the orchestrator over its OpenAI-compatible HTTP API: answers stream in, each followed by the
-    layer that served it (exact / semantic / miss) and its timings. Ctrl-D or an empty line ends."""
+    """Chat with the orchestrator, over HTTP or gRPC: answers stream in, each followed by the layer that
+    served it (exact / semantic / miss) and its timings. Ctrl-D or an empty line ends."""
+    import grpc
     import openai
 
-    from clients.chat import chat_turn
+    from clients.chat import chat_turn, grpc_chat_turn, grpc_stub
 
+    if protocol not in ("http", "grpc"):
+        raise fail(f"--protocol: {protocol!r} is not one of http, grpc")
     history = [{"role": "system", "content": system}] if system else []
-    url = url or orchestrator_url()
     model = model or served_model()
-    client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key, max_retries=0)
 
     def show(text: str) -> None:
         out.print(text, end="", highlight=False, markup=False)
 
-    async def turn(text: str) -> None:
-        history.append({"role": "user", "content": text})
-        try:
-            reply = await chat_turn(client, model, history, max_tokens, show)
-        except openai.APIStatusError as error:
-            history.pop()
-            err.print(f"[red]{error.status_code}: {error.message}[/]")
-            return
-        except openai.APIConnectionError as error:
-            history.pop()
-            raise fail(f"cannot reach {url}: {error}", 1) from None
-        history.append({"role": "assistant", "content": reply.text})
-        ttft = f"{reply.ttft_s * 1000:.0f} ms" if reply.ttft_s is not None else "-"
-        colour = {"exact": "green", "semantic": "cyan", "miss": "yellow"}.get(reply.layer, "white")
-        out.print(Text.assemble("\n", (f"[{reply.layer}]", colour),
-                                f" first token {ttft}, total {reply.total_s * 1000:.0f} ms"))
-
     async def session() -> None:
+        if protocol == "http":
+            base = url or orchestrator_url()
+            client = openai.AsyncOpenAI(base_url=base.rstrip("/") + "/v1", api_key=api_key, max_retries=0)
+            ask = functools.partial(chat_turn, client, model, max_tokens=max_tokens, on_text=show)
+            close = client.close
+        else:
+            channel, stub = grpc_stub(url or orchestrator_grpc_target())
+            ask = functools.partial(grpc_chat_turn, stub, api_key, model, max_tokens=max_tokens, on_text=show)
+            close = channel.close
+
+        async def turn(text: str) -> None:
+            history.append({"role": "user", "content": text})
+            try:
+                reply = await ask(history)
+            except openai.APIStatusError as error:
+                history.pop()
+                err.print(f"{error.status_code}: {error.message}", markup=False)
+                return
+            except grpc.aio.AioRpcError as error:
+                history.pop()
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise fail(f"cannot reach the orchestrator: {error.details()}", 1) from None
+                err.print(f"{error.code().name}: {error.details()}", markup=False)
+                return
+            except openai.APIConnectionError as error:
+                history.pop()
+                raise fail(f"cannot reach the orchestrator: {error}", 1) from None
+            history.append({"role": "assistant", "content": reply.text})
+            ttft = f"{reply.ttft_s * 1000:.0f} ms" if reply.ttft_s is not None else "-"
+            colour = {"exact": "green", "semantic": "cyan", "miss": "yellow"}.get(reply.layer, "white")
+            out.print(Text.assemble("\n", (f"[{reply.layer}]", colour),
+                                    f" first token {ttft}, total {reply.total_s * 1000:.0f} ms"))
+
         try:
             if message is not None:
                 await turn(message)
@@ -295,6 +324,6 @@ def chat(
                     return
                 await turn(text)
         finally:
-            await client.close()
+            await close()
 
     asyncio.run(session())

@@ -1,5 +1,5 @@
 """Where load goes: a Triton model over gRPC (any model whose inputs the client can fill from a prompt), or
-the orchestrator's OpenAI-compatible HTTP API. Each target turns one WorkItem into one Outcome and never
+the orchestrator (its OpenAI-compatible HTTP API or its orchestrator.v1 gRPC API). Each target turns one WorkItem into one Outcome and never
 raises for a failed request: the error becomes the Outcome's kind, so a load run counts errors by kind."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+import grpc
 import httpx
 import numpy as np
 import openai
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from clients.chat import chat_turn
+from clients.chat import chat_turn, grpc_chat_turn, grpc_stub
 from clients.report import Outcome
 from clients.workload import WorkItem
 
@@ -190,3 +191,32 @@ class OrchestratorHttpTarget:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+class OrchestratorGrpcTarget:
+    """The orchestrator's orchestrator.v1 GenerateStream; the first message names the cache layer."""
+
+    def __init__(self, target: str, model: str, max_tokens: int = 32, api_key: str = "none",
+                 timeout_s: float = 120.0) -> None:
+        self.name = f"orchestrator-grpc:{model}@{target}"
+        self.target, self.model, self.max_tokens, self.api_key, self.timeout_s = (
+            target, model, max_tokens, api_key, timeout_s)
+        self.channel, self.stub = None, None
+
+    async def open(self) -> None:
+        self.channel, self.stub = grpc_stub(self.target)
+
+    async def send(self, item: WorkItem) -> Outcome:
+        start = time.perf_counter()
+        try:
+            reply = await grpc_chat_turn(self.stub, self.api_key, self.model, item.messages(), self.max_tokens,
+                                         lambda text: None, self.timeout_s)
+        except grpc.aio.AioRpcError as error:
+            kind = "timeout" if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED else error.code().name.lower()
+            return Outcome(time.perf_counter() - start, item.kind, error=kind)
+        layer = None if reply.layer == "?" else reply.layer
+        return Outcome(reply.total_s, item.kind, reply.ttft_s, None if reply.finished else "stream_broken", layer)
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()

@@ -1,4 +1,4 @@
-"""`python -m clients chat` and `load --target http` against the real orchestrator (in front of the real
+"""`python -m clients chat` and `load --target http|grpc` against the real orchestrator (in front of the real
 Triton and Valkey): streamed answers, the cache layer of each, and the load summary's hits by layer."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ runner = CliRunner()
 KEY = "sk-e2e-beta"
 
 
-def test_chat_shows_the_layer(orchestrator: OrchestratorProcess) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_chat_shows_the_layer(orchestrator: OrchestratorProcess, protocol: str) -> None:
     question = f"Name one colour of the sky ({uuid.uuid4().hex[:6]})."
-    args = ["chat", "--url", orchestrator.http_url, "--api-key", KEY, "--max-tokens", "8", "--message", question]
+    url = orchestrator.http_url if protocol == "http" else orchestrator.grpc_target
+    args = ["chat", "--protocol", protocol, "--url", url, "--api-key", KEY, "--max-tokens", "8", "--message", question]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "[miss]" in first.stdout and "first token" in first.stdout
@@ -30,12 +32,17 @@ def test_chat_shows_the_layer(orchestrator: OrchestratorProcess) -> None:
 def test_chat_reports_a_refused_key(orchestrator: OrchestratorProcess) -> None:
     result = runner.invoke(app, ["chat", "--url", orchestrator.http_url, "--api-key", "sk-wrong", "--message", "hi"])
     assert result.exit_code == 0 and "401" in result.output
+    result = runner.invoke(app, ["chat", "--protocol", "grpc", "--url", orchestrator.grpc_target,
+                                 "--api-key", "sk-wrong", "--message", "hi"])
+    assert result.exit_code == 0 and "UNAUTHENTICATED" in result.output
 
 
-def test_load_counts_hits_by_layer(orchestrator: OrchestratorProcess) -> None:
-    result = runner.invoke(app, ["load", "--target", "http", "--url", orchestrator.http_url, "--api-key", KEY,
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_load_counts_hits_by_layer(orchestrator: OrchestratorProcess, protocol: str) -> None:
+    url = orchestrator.http_url if protocol == "http" else orchestrator.grpc_target
+    result = runner.invoke(app, ["load", "--target", protocol, "--url", url, "--api-key", KEY,
                                  "--concurrency", "2", "--requests", "16", "--mix", "exact=0.5,fresh=0.5",
-                                 "--seed", "7", "--max-tokens", "8", "--json"])
+                                 "--seed", "7" if protocol == "http" else "8", "--max-tokens", "8", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["ok"] == summary["requests"] == 16 and summary["errors"] == {}
