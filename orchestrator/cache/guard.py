@@ -241,22 +241,22 @@ def _negations(text: _Text) -> int:
     return count
 
 
-def _are_antonyms(a: str, b: str) -> bool:
-    if b in _ANTONYMS.get(a, ()):
-        return True
+@lru_cache(maxsize=8192)
+def _opposites(word: str) -> frozenset[str]:
+    """Words opposite to `word`: from the lexicon, and by swapping an opposite prefix (roots of 4+ letters)."""
+    found = set(_ANTONYMS.get(word, ()))
     for p, q in _OPPOSITE_PREFIXES:
-        for x, y in ((a, b), (b, a)):
-            if x.startswith(p) and y.startswith(q):
-                root_x, root_y = x[len(p):], y[len(q):]
-                if root_x == root_y and len(root_x) >= 4:
-                    return True
-    return False
+        for have, other in ((p, q), (q, p)):
+            if word.startswith(have) and len(word) - len(have) >= 4:
+                found.add(other + word[len(have):])
+    found.discard(word)
+    return frozenset(found)
 
 
 def _antonym(a: _Text, b: _Text) -> bool:
     only_a = set(a.content) - set(b.content)
     only_b = set(b.content) - set(a.content)
-    return any(_are_antonyms(x, y) for x in only_a for y in only_b)
+    return any(not _opposites(x).isdisjoint(only_b) for x in only_a)
 
 
 def _ordered_pairs(text: _Text) -> set[tuple[str, str]]:
