@@ -228,7 +228,7 @@ def sweep(
 def perf(
     model: Annotated[str, typer.Option(help="Triton model")] = "embedding",
     url: Annotated[str, typer.Option(help="Triton gRPC host:port")] = TRITON_GRPC,
-    concurrency_range: Annotated[str, typer.Option(help="perf_analyzer start:end:step")] = "1:32:8",
+    concurrency_range: Annotated[str, typer.Option(help="perf_analyzer start:end:step (end included)")] = "8:32:8",
     window_requests: Annotated[int, typer.Option(help="minimum requests per measurement window")] = 200,
     stability: Annotated[int, typer.Option(help="allowed max/min spread of the last 3 windows, %")] = 100,
     max_trials: Annotated[int, typer.Option(help="windows before perf_analyzer gives up")] = 10,

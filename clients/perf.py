@@ -33,7 +33,7 @@ class PerfError(RuntimeError):
 
 @dataclass(frozen=True)
 class PerfSettings:
-    concurrency_range: str = "1:32:8"  # perf_analyzer's start:end:step
+    concurrency_range: str = "8:32:8"  # perf_analyzer's start:end:step (end included)
     window_requests: int = 200  # --measurement-request-count
     stability_percentage: int = 100  # max/min of the last 3 windows within 2x: a shared CPU is noisy
     max_trials: int = 10

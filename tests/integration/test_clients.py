@@ -109,7 +109,7 @@ def test_sweep_small_grid(triton: TritonServer, control, tmp_path: Path) -> None
     assert {m.name for m in render_profile(profile)} >= {"embedding"}
 
 
-def test_sweep_rejects_a_config_triton_refuses(triton: TritonServer, control) -> None:
+def test_sweep_rejects_a_bad_grid_before_touching_triton(triton: TritonServer, control) -> None:
     original = control.get_model_config("embedding")
     result = runner.invoke(app, ["sweep", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url,
                                  "--delay-us", "0", "--preferred", "-", "--max-batch", "8", "--instances", "0",
