@@ -70,7 +70,8 @@ made way ways thing things something anything out up over again further once own
 whats what's hows how's""".split())
 
 NEGATIONS = frozenset("not no never nor neither none nothing nobody nowhere without cannot avoid prevent lack "
-                      "absence".split())
+                      "absence cant dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt "
+                      "hasnt havent hadnt".split())
 
 _ANTONYM_PAIRS = """
 good bad, best worst, better worse, pro con, advantage drawback, benefit risk, max min, maximum minimum,
@@ -118,7 +119,9 @@ _NUMBER_WORDS = {w: i for i, w in enumerate(
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
                       "ninety": 90, "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9,
                       "dozen": 12, "twice": 2, "triple": 3})
-del _NUMBER_WORDS["one"]  # mostly a pronoun ("one can"); "one egg" vs "two eggs" still differs by the 2
+#: "one", "a" and "1" say the same ("1 month", "one-minute", "a month"); and "one" is often a pronoun
+#: ("one can"). So 1 is not compared at all; "one egg" vs "two eggs" still differs by the 2.
+del _NUMBER_WORDS["one"]
 _ORDINALS = {w: i + 2 for i, w in enumerate("third fourth fifth sixth seventh eighth ninth tenth".split(), 1)}
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)C{0,3}(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
 _DIGITS = re.compile(r"^\d[\d,]*(\.\d+)*(st|nd|rd|th|s|x|k|m|b|%)?$", re.IGNORECASE)
@@ -212,6 +215,7 @@ def _numbers(text: _Text) -> Counter:
                 values[str(_NUMBER_WORDS[low])] += 1
             elif low in _ORDINALS and low != "second":
                 values[str(_ORDINALS[low])] += 1
+    values.pop("1", None)
     return values
 
 
@@ -236,6 +240,8 @@ def _negations(text: _Text) -> int:
         low = token.lower()
         if low == "no" and i in text.list_item_ends and i in text.sentence_starts:
             continue  # "No, ..." answers a question; it does not negate the sentence
+        if low == "not" and i > 0 and text.tokens[i - 1].lower() == "or":
+            continue  # "whether or not" asks both ways
         parts = low.split("-")
         count += low in NEGATIONS or low.endswith("n't") or len(parts) > 1 and parts[0] in ("no", "non")
     return count

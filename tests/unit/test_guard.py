@@ -45,6 +45,9 @@ PARAPHRASES = [
     ("How do I combine two lists in Python?", "What's the way to merge two lists in Python?"),
     ("No, the feature isn't available in version 2.", "Version 2 does not have the feature."),
     ("It is a guide to ML tooling.", "It is a guide to machine learning tooling."),
+    ("How can I learn to juggle in 1 week?", "How do I learn juggling in one week?"),
+    ("How do I tell if my code is thread-safe?", "How do I know whether or not my code is thread-safe?"),
+    ("Why can't I hear sound from my speakers?", "Why cant I hear sound from my speakers?"),
     ("The parameter is optional and defaults to False, it is used to return details instead of names.",
      "The parameter is not mandatory; set to False by default, it returns full details rather than names."),
 ]
