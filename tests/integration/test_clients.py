@@ -134,3 +134,12 @@ def test_perf(triton: TritonServer, control) -> None:
     # Triton's own per-request compute time over the whole run is in the same range as perf's windows.
     triton_compute_ms = (mine.compute_input_ns + mine.compute_infer_ns + mine.compute_output_ns) / mine.request_count / 1e6
     assert server["compute_ms"] / 3 <= triton_compute_ms <= server["compute_ms"] * 3
+
+
+def test_load_streams_from_the_llm_ensemble(triton: TritonServer, control) -> None:
+    before = model_stats(control, "ensemble")
+    result = invoke("load", "--url", triton.grpc_url, "--stats-url", triton.http_url, "--model", "ensemble",
+                    "--concurrency", "2", "--requests", "4", "--max-tokens", "4", "--json")
+    assert result["ok"] == 4 and result["errors"] == {}
+    assert result["ttft_ms"] is not None and result["ttft_ms"]["p50"] <= result["latency_ms"]["p50"]
+    assert result["server"]["requests"] == stats_after(control, "ensemble", before, 4).request_count == 4
