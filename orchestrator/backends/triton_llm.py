@@ -182,7 +182,7 @@ class TritonLLM:
             raise
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         first_token_seen = False
-        done = False
+        outcome = "cancelled"  # unless it ends otherwise: the caller closed the stream early
         try:
             item = first
             while True:
@@ -202,8 +202,7 @@ class TritonLLM:
                                        output_tokens=_optional_int(result, "num_output_tokens"),
                                        kv_cache_reused_blocks=_optional_int(result, "kv_cache_reused_blocks"))
                 if final:
-                    done = True
-                    metrics.BACKEND_REQUESTS.labels("ok").inc()
+                    outcome = "ok"
                     return
                 try:
                     item = await anext(responses)
@@ -212,10 +211,10 @@ class TritonLLM:
                 except grpc.aio.AioRpcError as rpc_error:
                     raise map_rpc_error(rpc_error) from rpc_error
         except OrchestratorError as error:
-            metrics.BACKEND_REQUESTS.labels(type(error).__name__).inc()
+            outcome = type(error).__name__
             raise
         finally:
             finished.set()
-            if not done:
+            metrics.BACKEND_REQUESTS.labels(outcome).inc()
+            if outcome != "ok":
                 responses.cancel()
-                log.debug("generation %r ended before its final response; cancelled at Triton", request_id)
