@@ -55,8 +55,9 @@ class _Budget:
         self.deadline = start + plan.duration_s if plan.duration_s is not None else float("inf")
         self.remaining = plan.requests if plan.requests is not None else -1
 
-    def take(self) -> bool:
-        if time.perf_counter() >= self.deadline or self.remaining == 0:
+    def take(self, at: float | None = None) -> bool:
+        """One more request, issued now (closed loop) or scheduled at `at` (open loop)?"""
+        if (time.perf_counter() if at is None else at) >= self.deadline or self.remaining == 0:
             return False
         self.remaining -= 1
         return True
@@ -86,16 +87,19 @@ async def _open(target: Target, items: Iterator[WorkItem], plan: Plan, budget: _
                                 outcome.error, outcome.cache))
         progress(1)
 
-    next_arrival = time.perf_counter()
-    while budget.take():
-        next_arrival += arrivals.expovariate(plan.rate)
-        await asyncio.sleep(max(next_arrival - time.perf_counter(), 0.0))
+    scheduled = time.perf_counter()
+    while True:
+        # The arrivals are the Poisson process's, however far the client's own loop falls behind.
+        scheduled += arrivals.expovariate(plan.rate)
+        if not budget.take(at=scheduled):
+            break
+        await asyncio.sleep(max(scheduled - time.perf_counter(), 0.0))
         item = next(items)
         if len(in_flight) >= MAX_OPEN_IN_FLIGHT:
             outcomes.append(Outcome(0.0, item.kind, error="client_overload"))
             progress(1)
             continue
-        task = asyncio.create_task(one(item, next_arrival))
+        task = asyncio.create_task(one(item, scheduled))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     await asyncio.gather(*in_flight)

@@ -100,6 +100,14 @@ async def test_open_loop_follows_the_rate_not_the_responses() -> None:
     assert all(o.latency_s >= 0.2 for o in summary.outcomes)
 
 
+async def test_open_loop_drops_arrivals_beyond_its_in_flight_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("clients.load.MAX_OPEN_IN_FLIGHT", 3)
+    summary = await run_load(SlowTarget(delay_s=0.3), iter(GeneratedWorkload({"fresh": 1.0})),
+                             Plan(rate=100, duration_s=None, requests=20))
+    report = summary.to_dict()
+    assert report["requests"] == 20 and report["errors"]["client_overload"] >= 10
+
+
 def test_plan_is_checked() -> None:
     for kwargs in ({}, {"concurrency": 1, "rate": 1.0}, {"concurrency": 0}, {"rate": -1.0},
                    {"concurrency": 1, "duration_s": None}):
