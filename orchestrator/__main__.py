@@ -6,12 +6,12 @@ override the most common values.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import uvloop
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -44,7 +44,8 @@ def serve(
         given = {field: value for field, value in fields.items() if value is not None}
         if given:
             updates[name] = getattr(settings, name).model_copy(update=given)
-    asyncio.run(serve_apis(settings.model_copy(update=updates)))
+    # uvloop (what uvicorn itself picks when installed): grpc.aio and uvicorn both run faster on it.
+    uvloop.run(serve_apis(settings.model_copy(update=updates)))
 
 
 if __name__ == "__main__":
