@@ -168,6 +168,8 @@ def main() -> None:
         "round_robin_reused_blocks_per_req": round(r["reused_blocks_per_req"], 3),
         "affinity_over_round_robin": (round(a["reused_blocks_per_req"] / r["reused_blocks_per_req"], 3)
                                       if r["reused_blocks_per_req"] else None),
+        "affinity_requests_with_reuse": a["requests_with_reuse"],
+        "round_robin_requests_with_reuse": r["requests_with_reuse"],
         "affinity_mean_ttft_ms": round(a["mean_ttft_ms"], 1), "round_robin_mean_ttft_ms": round(r["mean_ttft_ms"], 1),
         "affinity_routes": routes, "seconds": round(time.monotonic() - started, 1),
     }))
