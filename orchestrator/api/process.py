@@ -41,6 +41,10 @@ class OrchestratorProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as response:

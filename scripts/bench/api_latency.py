@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,23 @@ async def redis_get_async(url: str, value_bytes: int, concurrency: int, requests
         await client.aclose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(orchestrator: OrchestratorProcess, call: Callable[[], Awaitable[object]], concurrency: int,
+                   requests: int) -> dict:
+    """Latency and throughput, plus the server's CPU time per request (less sensitive to a busy machine)."""
+    await closed_loop(call, concurrency, 100)
+    cpu_before, client_before = cpu_seconds(orchestrator.pid), cpu_seconds(os.getpid())
+    result = await closed_loop(call, concurrency, requests)
+    result["server_cpu_ms"] = round(1000 * (cpu_seconds(orchestrator.pid) - cpu_before) / requests, 3)
+    result["client_cpu_ms"] = round(1000 * (cpu_seconds(os.getpid()) - client_before) / requests, 3)
+    return result
+
+
 async def exact_hits(orchestrator: OrchestratorProcess, concurrency: int, requests: int) -> dict[str, dict]:
     request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content=HIT_QUESTION)],
                                  params=pb.SamplingParams(max_tokens=HIT_MAX_TOKENS))
@@ -110,16 +128,14 @@ async def exact_hits(orchestrator: OrchestratorProcess, concurrency: int, reques
             response = await stub.Generate(request)
             assert response.cache.layer == pb.CACHE_LAYER_EXACT, response.cache
 
-        await closed_loop(grpc_call, concurrency, 100)
-        results["grpc"] = await closed_loop(grpc_call, concurrency, requests)
+        results["grpc"] = await measured(orchestrator, grpc_call, concurrency, requests)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=orchestrator.http_url, limits=limits) as client:
         async def http_call() -> None:
             response = await client.post("/v1/chat/completions", json=body)
             assert response.headers["x-cache"] == "exact", response.text
 
-        await closed_loop(http_call, concurrency, 100)
-        results["http"] = await closed_loop(http_call, concurrency, requests)
+        results["http"] = await measured(orchestrator, http_call, concurrency, requests)
     return results
 
 
@@ -270,9 +286,11 @@ def main() -> None:
 
     rows = [("redis-py GET", redis_c1, redis_cn), ("gRPC exact hit", hits_c1["grpc"], hits_cn["grpc"]),
             ("HTTP exact hit", hits_c1["http"], hits_cn["http"])]
-    print(f"{'':16} {'c=1 p50 ms':>11} {'c=1 p99 ms':>11} {f'c={c} p50 ms':>12} {f'c={c} rps':>10}")
+    print(f"{'':16} {'c=1 p50 ms':>11} {'c=1 p99 ms':>11} {f'c={c} p50 ms':>12} {f'c={c} rps':>10} "
+          f"{'server CPU ms/req':>18}")
     for name, one, many in rows:
-        print(f"{name:16} {one['p50_ms']:>11} {one['p99_ms']:>11} {many['p50_ms']:>12} {many['rps']:>10}")
+        print(f"{name:16} {one['p50_ms']:>11} {one['p99_ms']:>11} {many['p50_ms']:>12} {many['rps']:>10} "
+              f"{one.get('server_cpu_ms', '-'):>18}")
     print(f"miss TTFT p50: direct {miss['triton_direct_ttft_p50_ms']} ms, through the orchestrator "
           f"{miss['orchestrator_miss_ttft_p50_ms']} ms (overhead {miss['miss_overhead_ms']} ms, "
           f"{miss['miss_overhead_pct']} %)")
@@ -289,6 +307,10 @@ def main() -> None:
         "http_exact_hit_rps_c1": hits_c1["http"]["rps"],
         f"http_exact_hit_p50_ms_c{c}": hits_cn["http"]["p50_ms"],
         f"http_exact_hit_rps_c{c}": hits_cn["http"]["rps"],
+        "grpc_exact_hit_server_cpu_ms": hits_c1["grpc"]["server_cpu_ms"],
+        "http_exact_hit_server_cpu_ms": hits_c1["http"]["server_cpu_ms"],
+        "grpc_exact_hit_client_cpu_ms": hits_c1["grpc"]["client_cpu_ms"],
+        "http_exact_hit_client_cpu_ms": hits_c1["http"]["client_cpu_ms"],
         **miss,
         "requests": args.requests,
         "miss_rounds": args.miss_rounds,
