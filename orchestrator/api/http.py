@@ -137,18 +137,20 @@ async def _generate(service: GenerationService, body: GenerationBody, request: G
     namespace = caller.resolve_namespace(body.cache.namespace if body.cache else None)
     controls = cache_controls(body.cache, cache_control, namespace)
     observation = RequestObservation("http", fmt.endpoint)
-    try:
-        if not body.stream:
-            result = await service.generate(request, controls)
-        else:
-            first, chunks = await open_stream(service, request, controls)
-    except BaseException as exc:
-        observation.finish(_status_label(exc))
-        raise
     if not body.stream:
+        try:
+            result = await service.generate(request, controls)
+        except BaseException as exc:
+            observation.finish(_status_label(exc))
+            raise
         observation.layer = result.cache.layer
         observation.finish("200")
         return JSONResponse(fmt.complete(result), headers=_cache_headers(result.cache))
+    try:
+        first, chunks = await open_stream(service, request, controls)
+    except BaseException as exc:
+        observation.finish(_status_label(exc))
+        raise
     observation.layer = first.cache.layer if first.cache else "none"
     events = _server_sent_events(first, chunks, fmt, body.include_usage, observation)
     return CancellingStreamingResponse(events, media_type="text/event-stream",
@@ -209,13 +211,12 @@ class _ResponseFormat:
     endpoint: str
     object_name: str
     chunk_object_name: str
+    id_prefix: str
 
     def __init__(self, model: str) -> None:
         self.model = model
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
-
-    id_prefix = ""
 
     def complete(self, result: GenerationResult) -> dict[str, Any]:
         return {**self._envelope(self.object_name),
@@ -361,13 +362,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _param_path(location: list[str]) -> str:
-    """("messages", "0", "role") → "messages[0].role"; pydantic's union-member tags are dropped."""
+    """("messages", "0", "role") → "messages[0].role". Pydantic also names the member of a union that failed
+    ("str", "list[TextPart]"); those are not fields and are left out."""
     path = ""
     for part in location:
         if part.isdigit():
             path += f"[{part}]"
-        elif part in ("str", "list[str]", "list[TextPart]", "function-after[_refuse_unsupported(), ...]"):
-            continue
-        else:
+        elif part.isidentifier() and part not in UNION_MEMBER_TAGS:
             path += f".{part}" if path else part
     return path
+
+
+UNION_MEMBER_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})

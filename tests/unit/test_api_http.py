@@ -3,7 +3,6 @@ translation into service requests, cache headers and controls, errors, auth, and
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 
