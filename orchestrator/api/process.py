@@ -25,6 +25,8 @@ class OrchestratorProcess:
     grpc_port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    #: Started means ready (Triton and Redis reachable); "/healthz" only waits for the process to listen.
+    wait_for: str = "/readyz"
 
     def __post_init__(self) -> None:
         argv = [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
@@ -47,7 +49,7 @@ class OrchestratorProcess:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.http_url}{self.wait_for}", timeout=1) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
