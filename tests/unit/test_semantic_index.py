@@ -114,3 +114,14 @@ def test_matcher_looks_at_no_more_than_its_candidates() -> None:
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "candidates" else "candidates"):
         SemanticConfig(**{field: value})
+
+
+def test_config_from_the_orchestrator_settings() -> None:
+    from orchestrator.cache.semantic import DEFAULT_THRESHOLD, config_from_settings
+    from orchestrator.config import Settings
+
+    config = config_from_settings(Settings().semantic)
+    assert config.threshold == DEFAULT_THRESHOLD  # one documented default, wherever the layer is built from
+    assert config.index == "redisearch" and config.guard.enabled
+    custom = config_from_settings(Settings(semantic={"threshold": 0.9, "index": "faiss", "guard": False}).semantic)
+    assert (custom.threshold, custom.index, custom.guard.enabled) == (0.9, "faiss", False)
