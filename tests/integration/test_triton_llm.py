@@ -20,9 +20,17 @@ pytestmark = pytest.mark.integration
 PROMPT = format_chat([{"role": "user", "content": "What is the capital of France?"}])
 
 
-@pytest.fixture
-async def llm(triton):
-    client = TritonLLM(TritonSettings(url=triton.grpc_url), ModelSettings())
+#: Both text-in/text-out models of the repository serve the same interface.
+TEXT_MODELS = ("tensorrt_llm_bls", "ensemble")
+KNOWN_NOT_CANCELLING = {
+    "ensemble": "Triton 2.51 does not pass a cancelled gRPC stream on to an ensemble's steps",
+    "tensorrt_llm_bls": "the BLS model does not yet cancel its inner tensorrt_llm request when cancelled",
+}
+
+
+@pytest.fixture(params=TEXT_MODELS)
+async def llm(triton, request):
+    client = TritonLLM(TritonSettings(url=triton.grpc_url, llm_model=request.param), ModelSettings())
     yield client
     await client.aclose()
 
@@ -67,12 +75,18 @@ async def wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
-@pytest.mark.xfail(strict=True, reason="Triton 2.51 does not pass a cancelled gRPC stream on to the steps of an "
-                                      "ensemble: the engine keeps generating (use tensorrt_llm_bls to cancel)")
-async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton) -> None:
-    prompt = format_chat([{"role": "user", "content": "Write a long story about a dragon."}])
+async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton, request) -> None:
     # ~2,000 tokens take ~25 s here: the engine going idle within 3 s of closing means it was cancelled.
-    stream = llm.stream(prompt, SamplingParams(max_tokens=2000), "cancel-me")
+    # Known gaps, kept visible (strict: these fail loudly once fixed): cancelling the gRPC stream stops the
+    # engine when `tensorrt_llm` is called directly (also with tritonclient's stop_stream(cancel_requests=True)),
+    # but not through the text models yet, so their generations are kept short.
+    tokens = 2000
+    if llm.settings.llm_model in KNOWN_NOT_CANCELLING:
+        tokens = 600
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_NOT_CANCELLING[llm.settings.llm_model]))
+    assert await wait_for(lambda: active_requests(triton) == 0, 60)
+    prompt = format_chat([{"role": "user", "content": "Write a long story about a dragon."}])
+    stream = llm.stream(prompt, SamplingParams(max_tokens=tokens), "cancel-me")
     assert not (await anext(stream)).final
     assert await wait_for(lambda: active_requests(triton) == 1, 3)
     await stream.aclose()
