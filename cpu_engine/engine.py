@@ -65,6 +65,10 @@ class LlamaEngine:
         params.n_ubatch = min(params.n_batch, 512)
         params.cpuparams.n_threads = config.threads
         params.cpuparams_batch.n_threads = config.threads
+        # llama.cpp's CPU flash-attention kernel sums differently for different batch shapes, so a prompt
+        # evaluated in one piece and the same prompt evaluated as cached prefix + suffix could give different
+        # greedy tokens; the plain attention path gave identical outputs in every check here.
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.cache_prompt = config.enable_kv_cache_reuse
         if not config.enable_kv_cache_reuse:
             params.cache_ram_mib = 0

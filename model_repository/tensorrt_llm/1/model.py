@@ -9,7 +9,7 @@ metrics mirror nv_trt_llm_kv_cache_block_metrics and nv_trt_llm_request_metrics.
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -26,6 +26,7 @@ from stack import llm_assets
 INPUTS = ("input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list",
           "bad_words_list", "beam_width", "temperature", "runtime_top_k", "runtime_top_p", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "seed", "exclude_input_in_output", "streaming")
+#: A request with `stop` true cancels the running request that has the same request id (upstream semantics).
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -34,6 +35,12 @@ class Job:
     request: GenerationRequest
     sender: object
     arrival_ns: int
+    request_id: str
+    #: Set by a `stop` request with the same request id (upstream's way to cancel from another caller).
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def cancelled(self) -> bool:
+        return self.stopped.is_set() or self.sender.is_cancelled()
 
 
 def _int32(value) -> np.ndarray:
@@ -59,6 +66,8 @@ class TritonPythonModel:
         else:
             self.admission = StaticBatchAdmission(self.config.slots, self._run)
         self._labels = {"model": args["model_name"], "version": args["model_version"]}
+        self._jobs: dict[str, Job] = {}
+        self._jobs_lock = threading.Lock()
         self._stop = threading.Event()
         self._metrics_thread = threading.Thread(target=self._publish_metrics, daemon=True)
         self._metrics_thread.start()
@@ -68,6 +77,10 @@ class TritonPythonModel:
         for request in requests:
             arrival_ns = time.time_ns()
             sender = request.get_response_sender()
+            stop = pb_utils.get_input_tensor_by_name(request, "stop")
+            if stop is not None and bool(stop.as_numpy().reshape(-1)[0]):
+                self._stop_request(request.request_id(), sender)
+                continue
             inputs = {name: tensor.as_numpy() for name in INPUTS
                       if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None}
             try:
@@ -76,7 +89,10 @@ class TritonPythonModel:
             except (InvalidRequest, PromptTooLong) as error:
                 _error(sender, f"tensorrt_llm: {error}", pb_utils.TritonError.INVALID_ARG)
                 continue
-            job = Job(generation, sender, arrival_ns)
+            job = Job(generation, sender, arrival_ns, request.request_id())
+            if job.request_id:
+                with self._jobs_lock:
+                    self._jobs[job.request_id] = job
             if not self.config.inflight:
                 batch.append(job)
                 continue
@@ -88,15 +104,33 @@ class TritonPythonModel:
             self.admission.run_batch(batch)
         return None
 
+    def _stop_request(self, request_id: str, sender) -> None:
+        with self._jobs_lock:
+            job = self._jobs.get(request_id)
+        if job is not None:
+            job.stopped.set()
+        sender.send(flags=FINAL)
+
     def _run(self, job: Job) -> None:
+        try:
+            self._generate(job)
+        finally:
+            with self._jobs_lock:
+                if self._jobs.get(job.request_id) is job:
+                    del self._jobs[job.request_id]
+
+    def _generate(self, job: Job) -> None:
         request = job.request
+        if job.cancelled():
+            _error(job.sender, "tensorrt_llm: request cancelled", pb_utils.TritonError.CANCELLED)
+            return
 
         def on_progress(progress):
             if request.streaming:
                 job.sender.send(self._response(job, progress.new_ids, progress.blocks, None))
 
         try:
-            outcome = self.engine.generate(request, on_progress, job.sender.is_cancelled, job.arrival_ns)
+            outcome = self.engine.generate(request, on_progress, job.cancelled, job.arrival_ns)
         except PromptTooLong as error:
             _error(job.sender, f"tensorrt_llm: {error}", pb_utils.TritonError.INVALID_ARG)
             return

@@ -1,0 +1,66 @@
+"""The BLS model on the real Triton: same text as the ensemble, streaming deltas, cancellation reaches the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import tritonclient.grpc.aio as grpcaio
+
+from cpu_engine.chat import format_chat
+from cpu_engine.client import generate, text_inputs
+from stack.triton import TritonServer
+from tests.integration.test_llm_ensemble import metric
+
+PROMPT = format_chat([{"role": "user", "content": "Name three rivers in Europe."}])
+
+
+@pytest.fixture
+async def client(triton: TritonServer):
+    client = grpcaio.InferenceServerClient(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+async def test_bls_matches_the_ensemble_streaming_and_not(client) -> None:
+    ensemble = await generate(client, "ensemble", text_inputs(PROMPT, 24, stream=False, temperature=0.0))
+    whole = await generate(client, "tensorrt_llm_bls", text_inputs(PROMPT, 24, stream=False, temperature=0.0))
+    streamed = await generate(client, "tensorrt_llm_bls", text_inputs(PROMPT, 24, stream=True, temperature=0.0))
+    assert ensemble.error is None and whole.error is None and streamed.error is None
+    assert whole.text == ensemble.text == streamed.text
+    assert streamed.responses > 3 and all("\ufffd" not in delta for delta in streamed.texts)
+    assert streamed.outputs["kv_cache_alloc_total_blocks"] > 0
+
+
+async def test_bls_with_input_included_returns_prompt_and_answer(client) -> None:
+    result = await generate(client, "tensorrt_llm_bls", text_inputs(PROMPT, 8, stream=False, temperature=0.0,
+                                                                    exclude_input_in_output=False))
+    assert result.error is None and result.text.startswith(PROMPT) and len(result.text) > len(PROMPT)
+
+
+async def test_cancelling_a_bls_stream_stops_the_engine(client, triton: TritonServer) -> None:
+    prompt = format_chat([{"role": "user", "content": "Write a very long story about a lighthouse."}])
+    three = asyncio.Event()
+
+    async def count(generation):
+        if generation.responses >= 3:
+            three.set()
+
+    task = asyncio.ensure_future(generate(client, "tensorrt_llm_bls", text_inputs(prompt, 2000, stream=True),
+                                          on_response=count))
+    await asyncio.wait_for(three.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 5
+    while metric(triton, "nv_trt_llm_request_metrics", 'request_type="active"') > 0:
+        assert time.monotonic() < deadline, "the engine kept generating after the client went away"
+        await asyncio.sleep(0.1)
+
+
+async def test_bls_missing_max_tokens_names_the_input(client) -> None:
+    from cpu_engine.client import tensor
+
+    result = await generate(client, "tensorrt_llm_bls", [tensor("text_input", [PROMPT])])
+    assert result.error is not None and "max_tokens" in str(result.error)
