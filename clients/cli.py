@@ -162,6 +162,7 @@ def sweep(
     p99_ms: Annotated[float, typer.Option(help="latency budget: p99 at --at-concurrency must stay within it")] = 250.0,
     duration: Annotated[float, typer.Option(help="seconds measured per configuration and concurrency")] = 5.0,
     warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each measurement")] = 1.0,
+    confirm: Annotated[int, typer.Option(help="rounds re-measuring the best and the unbatched baseline alternately")] = 0,
     mix: Mix = "fresh=1",
     file: PromptFile = None,
     seed: int = 0,
@@ -187,16 +188,16 @@ def sweep(
         raise fail(str(error)) from None
 
     with progress_bar() as bar:
-        task = bar.add_task(f"sweep {model}", total=len(candidates) * len(concurrencies))
+        task = bar.add_task(f"sweep {model}", total=len(candidates) * len(concurrencies) + 2 * confirm)
 
         def on_point(point: sweeping.Point) -> None:
             bar.advance(task)
-            bar.console.print(f"  {point.config.label} @ {point.concurrency}: {point.rps:.1f} req/s, "
+            bar.console.print(f"  {point.phase} {point.config.label} @ {point.concurrency}: {point.rps:.1f} req/s, "
                               f"p99 {point.p99_ms:.1f} ms, mean batch {point.summary['server']['mean_batch_size']}")
 
         try:
             points = asyncio.run(sweeping.run_sweep(http_url, grpc_url, model, candidates, concurrencies,
-                                                    duration, warmup, items, on_point))
+                                                    duration, warmup, items, on_point, at, p99_ms, confirm))
         except (sweeping.SweepError, ValueError) as error:
             raise fail(str(error), 1) from None
     result = sweeping.result(model, points, at, p99_ms)
@@ -205,8 +206,9 @@ def sweep(
     if best is None:
         out.print(f"[yellow]no batched configuration kept p99 within {p99_ms:g} ms at concurrency {at}[/]")
     else:
-        out.print(f"best at concurrency {at}: [bold]{best.config.label}[/] {best.rps:.1f} req/s "
-                  f"(p99 {best.p99_ms:.1f} ms); unbatched {result['unbatched_rps']} req/s; "
+        paired = f" (median of {confirm} paired re-measurements)" if result["confirmed"] else ""
+        out.print(f"best at concurrency {at}: [bold]{best.config.label}[/] {result['best_rps']:.1f} req/s, "
+                  f"unbatched ({baseline.config.label}) {result['unbatched_rps']:.1f} req/s{paired}: "
                   f"gain {result['batching_gain']}x")
     if plot:
         from clients.plots import sweep_plot

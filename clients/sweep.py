@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
 from clients.load import Plan, run_load
+from clients.report import Summary
 from clients.targets import TritonTarget
 from clients.workload import WorkItem
 from stack.triton_stats import model_stats, stats_after, wait_recorded
@@ -80,6 +82,7 @@ class Point:
     config: BatcherConfig
     concurrency: int
     summary: dict  # clients.report.Summary.to_dict(), with the server's view
+    phase: str = "sweep"  # or "confirm": the paired re-measurement of the best and the baseline
 
     @property
     def rps(self) -> float:
@@ -95,51 +98,88 @@ class SweepError(RuntimeError):
     """A candidate Triton refused to load, or the model cannot be swept; the message names it."""
 
 
+class Sweep:
+    """Loads candidate configurations of one model and measures them; the original configuration is loaded
+    again on exit, also after an error."""
+
+    def __init__(self, http_url: str, grpc_url: str, model: str, items: Iterator[WorkItem], duration_s: float,
+                 warmup_s: float, on_point: Callable[[Point], None] = lambda p: None) -> None:
+        self.grpc_url, self.model, self.items = grpc_url, model, items
+        self.duration_s, self.warmup_s, self.on_point = duration_s, warmup_s, on_point
+        self.control = httpclient.InferenceServerClient(http_url)
+        try:
+            self.original = self.control.get_model_config(model)
+            if "sequence_batching" in self.original:
+                raise SweepError(f"model {model!r} uses the sequence batcher; the sweep tunes the dynamic batcher")
+            if int(self.original.get("max_batch_size", 0)) < 1:
+                raise SweepError(f"model {model!r} has max_batch_size 0: its inputs carry no batch dimension")
+        except InferenceServerException as error:
+            self.control.close()
+            raise SweepError(f"model {model!r}: {error.message()}") from None
+        except SweepError:
+            self.control.close()
+            raise
+
+    async def measure(self, candidate: BatcherConfig, concurrencies: Sequence[int], phase: str = "sweep"
+                      ) -> list[Point]:
+        try:
+            self.control.load_model(self.model, config=json.dumps(candidate.apply(self.original)))
+        except InferenceServerException as error:
+            raise SweepError(f"{candidate.label}: Triton refused the config: {error.message()}") from None
+        target = TritonTarget(self.grpc_url, self.model)
+        await target.open()
+        points = []
+        try:
+            for concurrency in concurrencies:
+                before = model_stats(self.control, self.model)
+                if self.warmup_s > 0:
+                    warm = await run_load(target, self.items, Plan(concurrency=concurrency, duration_s=self.warmup_s))
+                    before = wait_recorded(self.control, self.model, before, _ok(warm))
+                summary = await run_load(target, self.items, Plan(concurrency=concurrency, duration_s=self.duration_s))
+                summary.server = stats_after(self.control, self.model, before, _ok(summary))
+                points.append(Point(candidate, concurrency, summary.to_dict(), phase))
+                self.on_point(points[-1])
+        finally:
+            await target.close()
+        return points
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.control.load_model(self.model, config=json.dumps(self.original))
+        finally:
+            self.control.close()
+
+
+def _ok(summary: Summary) -> int:
+    return sum(1 for o in summary.outcomes if o.error is None)
+
+
 async def run_sweep(http_url: str, grpc_url: str, model: str, candidates: Sequence[BatcherConfig],
                     concurrencies: Sequence[int], duration_s: float, warmup_s: float, items: Iterator[WorkItem],
-                    on_point: Callable[[Point], None] = lambda p: None) -> list[Point]:
-    control = httpclient.InferenceServerClient(http_url)
-    try:
-        original = control.get_model_config(model)
-    except InferenceServerException as error:
-        raise SweepError(f"model {model!r}: {error.message()}") from None
-    if "sequence_batching" in original:
-        raise SweepError(f"model {model!r} uses the sequence batcher; the sweep tunes the dynamic batcher")
-    if int(original.get("max_batch_size", 0)) < 1:
-        raise SweepError(f"model {model!r} has max_batch_size 0: its inputs carry no batch dimension to batch on")
-    points = []
-    try:
+                    on_point: Callable[[Point], None] = lambda p: None, at_concurrency: int | None = None,
+                    p99_budget_ms: float = float("inf"), confirm_rounds: int = 0) -> list[Point]:
+    """Every candidate at every concurrency; then, when confirm_rounds > 0, the best candidate and the
+    unbatched baseline again, alternately, at at_concurrency: a machine whose load drifts during a long
+    sweep then still gives a paired comparison."""
+    points: list[Point] = []
+    with Sweep(http_url, grpc_url, model, items, duration_s, warmup_s, on_point) as sweep:
         for candidate in candidates:
-            try:
-                control.load_model(model, config=json.dumps(candidate.apply(original)))
-            except InferenceServerException as error:
-                raise SweepError(f"{candidate.label}: Triton refused the config: {error.message()}") from None
-            target = TritonTarget(grpc_url, model)
-            await target.open()
-            try:
-                for concurrency in concurrencies:
-                    before = model_stats(control, model)
-                    if warmup_s > 0:
-                        warm = await run_load(target, items, Plan(concurrency=concurrency, duration_s=warmup_s))
-                        warm_ok = sum(1 for o in warm.outcomes if o.error is None)
-                        before = wait_recorded(control, model, before, warm_ok)
-                    summary = await run_load(target, items, Plan(concurrency=concurrency, duration_s=duration_s))
-                    ok = sum(1 for o in summary.outcomes if o.error is None)
-                    summary.server = stats_after(control, model, before, ok)
-                    point = Point(candidate, concurrency, summary.to_dict())
-                    points.append(point)
-                    on_point(point)
-            finally:
-                await target.close()
-    finally:
-        control.load_model(model, config=json.dumps(original))
-        control.close()
+            points += await sweep.measure(candidate, concurrencies)
+        at = at_concurrency or max(concurrencies)
+        best, baseline = choose(points, at, p99_budget_ms)
+        if best is not None and baseline is not None:
+            for _ in range(confirm_rounds):
+                for config in (baseline.config, best.config):
+                    points += await sweep.measure(config, [at], "confirm")
     return points
 
 
 def choose(points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> tuple[Point | None, Point | None]:
-    """(best batched point within the budget, unbatched baseline) at the given concurrency."""
-    at = [p for p in points if p.concurrency == concurrency and not p.summary["errors"]]
+    """(best batched point within the budget, best unbatched point) at the given concurrency, from the sweep."""
+    at = [p for p in points if p.concurrency == concurrency and not p.summary["errors"] and p.phase == "sweep"]
     within = [p for p in at if not p.config.unbatched and p.p99_ms <= p99_budget_ms]
     best = max(within, key=lambda p: p.rps, default=None)
     baseline = max((p for p in at if p.config.unbatched), key=lambda p: p.rps, default=None)
@@ -147,23 +187,38 @@ def choose(points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> t
 
 
 def result(model: str, points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> dict:
-    """The sweep's verdict as one JSON-able dict (the `--json` line)."""
+    """The sweep's verdict as one JSON-able dict (the `--json` line). With confirmation rounds, best_rps and
+    unbatched_rps are the medians of the paired re-measurements; the sweep's own numbers stay in `points`."""
     best, baseline = choose(points, concurrency, p99_budget_ms)
+    best_rps, unbatched_rps = (best.rps if best else None), (baseline.rps if baseline else None)
+    confirmed = None
+    if best and baseline:
+        again = [p for p in points if p.phase == "confirm"]
+        best_runs = [p.rps for p in again if p.config == best.config]
+        baseline_runs = [p.rps for p in again if p.config == baseline.config]
+        if best_runs and baseline_runs:
+            best_rps, unbatched_rps = statistics.median(best_runs), statistics.median(baseline_runs)
+            confirmed = {"best_rps": best_runs, "unbatched_rps": baseline_runs,
+                         "best_p99_ms": [p.p99_ms for p in again if p.config == best.config],
+                         "unbatched_p99_ms": [p.p99_ms for p in again if p.config == baseline.config]}
     return {
         "model": model,
         "concurrency": concurrency,
         "p99_budget_ms": p99_budget_ms,
         "best_config": asdict(best.config) if best else None,
-        "best_rps": best.rps if best else None,
+        "best_rps": best_rps,
         "best_p99_ms": best.p99_ms if best else None,
-        "unbatched_rps": baseline.rps if baseline else None,
+        "unbatched_config": asdict(baseline.config) if baseline else None,
+        "unbatched_rps": unbatched_rps,
         "unbatched_p99_ms": baseline.p99_ms if baseline else None,
-        "batching_gain": round(best.rps / baseline.rps, 2) if best and baseline and baseline.rps else None,
+        "batching_gain": round(best_rps / unbatched_rps, 2) if best_rps and unbatched_rps else None,
+        "confirmed": confirmed,
         "where_time_goes": {
             "best": best.summary["server"] if best else None,
             "unbatched": baseline.summary["server"] if baseline else None,
         },
-        "points": [{"config": asdict(p.config), "concurrency": p.concurrency, **p.summary} for p in points],
+        "points": [{"config": asdict(p.config), "concurrency": p.concurrency, "phase": p.phase, **p.summary}
+                   for p in points],
     }
 
 
@@ -173,6 +228,8 @@ def points_table(points: Sequence[Point], best: Point | None, p99_budget_ms: flo
                    "mean batch", "queue ms", "compute ms", "exec ms", "errors"):
         table.add_column(column, justify="right")
     for point in points:
+        if point.phase != "sweep":
+            continue
         config, server = point.config, point.summary["server"]
         latency = point.summary["latency_ms"] or {"p50": float("nan"), "p99": float("nan")}
         p99 = f"{latency['p99']:.1f}"

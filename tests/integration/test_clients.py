@@ -81,8 +81,9 @@ def test_sweep_small_grid(triton: TritonServer, control, tmp_path: Path) -> None
     result = invoke("sweep", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url, "--model", "embedding",
                     "--delay-us", "3000", "--preferred", "-", "--max-batch", "8", "--instances", "1",
                     "--concurrency", "1,8", "--duration", "1", "--warmup", "0.3", "--p99-ms", "60000",
-                    "--plot", str(plot), "--write", str(profile), "--json")
-    points = result["points"]
+                    "--confirm", "1", "--plot", str(plot), "--write", str(profile), "--json")
+    points = [p for p in result["points"] if p["phase"] == "sweep"]
+    confirm = [p for p in result["points"] if p["phase"] == "confirm"]
     assert [(p["config"]["max_batch_size"], p["concurrency"]) for p in points] == [(1, 1), (1, 8), (8, 1), (8, 8)]
     for point in points:
         batches = {int(s): n for s, n in point["server"]["batches"].items()}
@@ -93,9 +94,12 @@ def test_sweep_small_grid(triton: TritonServer, control, tmp_path: Path) -> None
     assert unbatched_8["server"]["batches"] == {"1": unbatched_8["ok"]}
     assert batched_8["server"]["mean_batch_size"] > 1.5
 
-    assert result["best_config"] == points[3]["config"] and result["best_rps"] == batched_8["throughput_rps"]
-    assert result["unbatched_rps"] == unbatched_8["throughput_rps"]
+    assert result["best_config"] == points[3]["config"] and result["unbatched_config"] == points[1]["config"]
+    # One confirmation round re-measures the baseline, then the best, at concurrency 8; the verdict uses those.
+    assert [(p["config"], p["concurrency"]) for p in confirm] == [(points[1]["config"], 8), (points[3]["config"], 8)]
+    assert result["unbatched_rps"] == confirm[0]["throughput_rps"] and result["best_rps"] == confirm[1]["throughput_rps"]
     assert result["batching_gain"] == round(result["best_rps"] / result["unbatched_rps"], 2)
+    assert result["confirmed"]["best_rps"] == [confirm[1]["throughput_rps"]]
     assert result["where_time_goes"]["best"]["queue_ms"] >= 0
 
     # The original configuration is back.

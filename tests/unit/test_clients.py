@@ -159,6 +159,12 @@ def test_best_is_fastest_within_budget_against_unbatched() -> None:
     verdict = result("embedding", points, 32, 200.0)
     assert verdict["best_rps"] == 250.0 and verdict["unbatched_rps"] == 100.0 and verdict["batching_gain"] == 2.5
     assert result("embedding", points, 32, 10.0)["best_config"] is None
+    # Paired re-measurements replace the sweep's numbers in the verdict (medians), not in the choice.
+    again = [Point(unbatched(1), 32, points[0].summary | {"throughput_rps": rps}, "confirm") for rps in (90, 80, 85)]
+    again += [Point(fast_ok, 32, points[2].summary | {"throughput_rps": rps}, "confirm") for rps in (200, 230, 210)]
+    confirmed = result("embedding", points + again, 32, 200.0)
+    assert confirmed["best_config"] == verdict["best_config"]
+    assert (confirmed["best_rps"], confirmed["unbatched_rps"], confirmed["batching_gain"]) == (210, 85, 2.47)
 
 
 # --- perf CSV ---------------------------------------------------------------------------------------------
