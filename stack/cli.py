@@ -87,7 +87,7 @@ def triton(
     grpc_port: int = 8001,
     metrics_port: int = 8002,
     gpu: Annotated[bool, typer.Option(help="run the NGC TensorRT-LLM container instead")] = False,
-    engine_dir: Annotated[Path | None, typer.Option(help="--gpu: the built engine (scripts/build_engine.sh --out)")] = None,
+    engine_dir: Annotated[Path | None, typer.Option(help="--gpu: folder mounted at [deploy] engine_mount, holding the engine at gpt_model_path")] = None,
     tokenizer_dir: Annotated[Path | None, typer.Option(help="--gpu: the model's Hugging Face tokenizer files")] = None,
     image: Annotated[str | None, typer.Option(help="--gpu: image to run (default: the profile's [deploy] image)")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the command, start nothing")] = False,
@@ -100,9 +100,10 @@ def triton(
     if repository is None:
         repository = render_repository(profile, paths.STACK_HOME / "repository" / profile)
     if gpu:
-        engines = paths.STACK_HOME / "engines" / profile
-        command = gpu_command(load_profile(profile_path(profile)), repository, engine_dir or engines / "llm",
-                              tokenizer_dir or engines / "tokenizer", http_port, grpc_port, metrics_port, image)
+        command = gpu_command(load_profile(profile_path(profile)), repository,
+                              engine_dir or paths.STACK_HOME / "engines" / profile,
+                              tokenizer_dir or paths.STACK_HOME / "tokenizers" / profile, http_port, grpc_port,
+                              metrics_port, image)
         typer.echo(shlex.join(command))
         if not dry_run:
             import os
