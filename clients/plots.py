@@ -15,11 +15,15 @@ from clients.sweep import Point  # noqa: E402
 
 def sweep_plot(points: Sequence[Point], best: Point | None, baseline: Point | None, p99_budget_ms: float,
                path: Path, title: str) -> Path:
-    figure, (curves, histogram) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    figure, (curves, histogram) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    points = [p for p in points if p.phase == "sweep"]
     configs = list(dict.fromkeys(p.config for p in points))
     for config in configs:
         series = sorted((p for p in points if p.config == config), key=lambda p: p.concurrency)
-        style = {"color": "black", "linestyle": "--", "linewidth": 2} if config.unbatched else {}
+        style = {"linewidth": 1, "alpha": 0.55}
+        if config.unbatched:
+            style = {"color": "black" if config.instance_count == 1 else "dimgrey", "linestyle": "--",
+                     "linewidth": 2}
         if best is not None and config == best.config:
             style = {"linewidth": 2.5, "color": "tab:red"}
         curves.plot([p.p99_ms for p in series], [p.rps for p in series], marker="o", markersize=3,
@@ -32,7 +36,7 @@ def sweep_plot(points: Sequence[Point], best: Point | None, baseline: Point | No
     curves.set_xlabel("p99 latency (ms, log scale); labels = concurrency")
     curves.set_ylabel("throughput (requests/s)")
     curves.set_title("throughput vs p99 per configuration")
-    curves.legend(fontsize=6, loc="best")
+    curves.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     curves.grid(alpha=0.3)
 
     shown = [(p, name) for p, name in ((baseline, "unbatched"), (best, "best")) if p is not None]
