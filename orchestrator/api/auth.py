@@ -5,19 +5,21 @@ with every configured key in constant time, so response timing does not reveal h
 Open mode (no key needed, admin allowed) is on by default only when the server is bound to loopback and no
 key is configured. With keys configured, an unknown key is refused even in open mode, so a typo never
 silently lands in another tenant's cache; without any, every key is accepted (clients such as the openai SDK
-always send one).
+always send one). A key with `rate_limit_rps` gets a token bucket (`rate_limit_burst` deep); a request beyond it
+is refused with Overloaded (429 / RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.api.settings import ApiSettings, KeyGrant
-from orchestrator.errors import PermissionDenied, Unauthenticated
+from orchestrator.errors import Overloaded, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,29 @@ class Principal:
             raise PermissionDenied("this endpoint needs the admin API key")
 
 
+class TokenBucket:
+    """`rate` requests per second on average, at most `burst` at once (per process)."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.updated = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Authenticator:
     def __init__(self, grants: dict[str, KeyGrant], admin_key: str | None, open_mode: bool,
                  open_tenant: str = "default") -> None:
         self._grants = [(key.encode(), grant) for key, grant in grants.items()]
+        self._buckets = {grant_id: TokenBucket(grant.rate_limit_rps, grant.rate_limit_burst)
+                         for grant_id, (_, grant) in enumerate(self._grants) if grant.rate_limit_rps}
         self._admin_key = admin_key.encode() if admin_key else None
         self.open_mode = open_mode
         self._open_principal = Principal(tenant=open_tenant, allowed_namespaces=None, admin=True)
@@ -74,16 +95,20 @@ class Authenticator:
             raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
         presented = api_key.encode()
         found: Principal | None = None
+        bucket: TokenBucket | None = None
         # No early exit: every key is compared, whichever matches.
-        for key, grant in self._grants:
+        for grant_id, (key, grant) in enumerate(self._grants):
             if hmac.compare_digest(presented, key):
                 found = Principal(grant.tenant, grant.namespace, grant.allowed_namespaces)
+                bucket = self._buckets.get(grant_id)
         if self._admin_key is not None and hmac.compare_digest(presented, self._admin_key):
             found = Principal(tenant="admin", allowed_namespaces=None, admin=True)
         if found is None:
             if self.open_mode and not self._grants and self._admin_key is None:
                 return self._open_principal  # clients such as the openai SDK always send some key
             raise Unauthenticated("invalid API key")
+        if bucket is not None and not bucket.take():
+            raise Overloaded(f"rate limit of this API key exceeded ({bucket.rate:g} requests/s)")
         return found
 
 

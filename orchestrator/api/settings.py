@@ -16,6 +16,9 @@ class KeyGrant(BaseModel):
     tenant: str = Field(min_length=1)
     namespace: str | None = None
     namespaces: tuple[str, ...] = ()
+    #: Requests per second this key may make on average (None: unlimited), and how many it may make at once.
+    rate_limit_rps: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int = Field(default=10, ge=1)
 
     @property
     def allowed_namespaces(self) -> frozenset[str]:
