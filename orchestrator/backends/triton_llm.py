@@ -218,3 +218,4 @@ class TritonLLM:
             metrics.BACKEND_REQUESTS.labels(outcome).inc()
             if outcome != "ok":
                 responses.cancel()
+                log.debug("generation %r ended early (%s); its gRPC stream was cancelled", request_id, outcome)

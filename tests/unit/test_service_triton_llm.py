@@ -19,7 +19,7 @@ from orchestrator.schemas import SamplingParams
 def response(text: bytes | None, final: bool = False, output_tokens: int | None = None) -> InferResult:
     message = service_pb2.ModelInferResponse(model_name="ensemble")
     if text is not None:
-        tensor = message.outputs.add(name="text_output", datatype="BYTES", shape=[1, 1])
+        message.outputs.add(name="text_output", datatype="BYTES", shape=[1, 1])
         message.raw_output_contents.append(serialize_byte_tensor(np.array([[text]], dtype=np.object_)).item())
     if output_tokens is not None:
         message.outputs.add(name="num_output_tokens", datatype="INT32", shape=[1, 1])
