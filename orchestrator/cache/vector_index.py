@@ -117,11 +117,18 @@ class RediSearchIndex:
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         query = (f"(@{F_SCOPE}:{{{tag_escape(scope)}}} @{F_TENANT}:{{{tag_escape(tenant)}}})"
                  f"=>[KNN {k} @{F_VECTOR} $vec EF_RUNTIME {self.hnsw.ef_runtime} AS distance]")
-        reply = await self.redis.execute_command(
-            "FT.SEARCH", self.name, query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
-            "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance", "LIMIT", "0", str(k),
-            "DIALECT", "2",
-        )
+        try:
+            reply = await self.redis.execute_command(
+                "FT.SEARCH", self.name, query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
+                "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance", "LIMIT", "0", str(k),
+                "DIALECT", "2",
+            )
+        except ResponseError as error:
+            if "no such index" not in str(error).lower():
+                raise
+            # Redis restarted without its data: create the index again (it picks up hashes written since).
+            await self.ensure()
+            return []
         return [Candidate(key, 1.0 - float(fields["distance"]), fields.get(F_QUERY, ""), fields.get(F_ANSWER))
                 for key, fields in _search_rows(reply)]
 

@@ -134,3 +134,14 @@ async def test_storing_the_same_question_again_replaces_it(client, embedder, pre
     hit = await cache.lookup(scope, "Can you tell me about your refund policy?")
     assert hit is not None and hit.answer.text == "60 days."
     await cleanup(cache)
+
+
+async def test_redisearch_index_lost_with_a_redis_restart_is_recreated(client, embedder, prefix) -> None:
+    cache = await layer(client, embedder, "redisearch", prefix)
+    scope = Scope("acme", "1" * 64)
+    await cache.index.drop()  # what a Redis restart without persistence leaves: no index
+    assert await cache.lookup(scope, "Why is the sky blue?") is None
+    await cache.store(scope, "Why is the sky blue?", answer("Rayleigh scattering."), ttl_s=60)
+    hit = await cache.lookup(scope, "What makes the sky look blue?")
+    assert hit is not None and hit.answer.text == "Rayleigh scattering."
+    await cleanup(cache)
