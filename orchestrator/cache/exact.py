@@ -62,7 +62,7 @@ def pack_answer(answer: CachedAnswer) -> bytes:
 
 
 def unpack_answer(data: bytes) -> CachedAnswer | None:
-    """None for an entry in another format or damaged (then treated as a miss and overwritten)."""
+    """None for an entry in another format or damaged (then deleted and treated as a miss)."""
     try:
         fields = msgpack.unpackb(data)
     except (ValueError, msgpack.UnpackException):
@@ -70,6 +70,10 @@ def unpack_answer(data: bytes) -> CachedAnswer | None:
     if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ENTRY_FORMAT:
         return None
     _, text, model, prompt_tokens, completion_tokens, finish_reason, created_at, key = fields
+    if not (all(isinstance(v, str) for v in (text, model, finish_reason, key))
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt_tokens, completion_tokens))
+            and isinstance(created_at, (int, float))):
+        return None
     return CachedAnswer(text=text, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                         finish_reason=finish_reason, created_at=created_at, key=key)
 
@@ -136,10 +140,18 @@ class ExactCache:
     # Request path -----------------------------------------------------------------------------------------------
 
     async def get(self, tenant: str, namespace: str, key: str) -> CachedAnswer | None:
-        """The stored answer, counting the hit; None on a miss or when Redis is unavailable."""
+        """The stored answer, counting the hit; None on a miss or when Redis is unavailable. A damaged entry, or
+        one that belongs to another key (copied there), is deleted and is a miss."""
         keys = [self.entry_key(tenant, namespace, key), self.stats_key(tenant)]
         data = await self._soft("get", lambda: self._get_script(keys=keys), None)
-        return unpack_answer(data) if data is not None else None
+        if data is None:
+            return None
+        answer = unpack_answer(data)
+        if answer is None or answer.key != key:
+            log.warning("deleted a damaged or misplaced exact-cache entry (tenant %s)", tenant)
+            await self._soft("delete", lambda: self.client.unlink(keys[0]), None)
+            return None
+        return answer
 
     async def set(self, tenant: str, namespace: str, answer: CachedAnswer, ttl_s: int) -> bool:
         """Store a complete answer; False when it is over the size cap or Redis is unavailable."""

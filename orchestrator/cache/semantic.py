@@ -99,9 +99,12 @@ def answer_to_json(answer: CachedAnswer) -> str:
 def answer_from_json(text: str) -> CachedAnswer | None:
     """None for a damaged or foreign entry (then treated as a miss)."""
     try:
-        return CachedAnswer(**json.loads(text))
+        answer = CachedAnswer(**json.loads(text))
     except (ValueError, TypeError):
         return None
+    typed = all(isinstance(getattr(answer, name), str) for name in ("text", "model", "finish_reason", "key")) \
+        and all(type(getattr(answer, name)) is int for name in ("prompt_tokens", "completion_tokens"))
+    return answer if typed else None
 
 
 class SemanticCache:
@@ -150,6 +153,8 @@ class SemanticCache:
                 reasons = tuple(r for _, rs in decision.rejected for r in rs)
                 return SemanticHit(answer, chosen.similarity, chosen.query, reasons)
             # gone from Redis (expired, invalidated by another replica) or damaged: forget it, try the rest
+            if answer_json:
+                await self.redis.delete(chosen.key)  # damaged: never served, and not looked at again
             await self.index.remove([chosen.key])
             candidates = [c for c in candidates if c.key != chosen.key]
 
