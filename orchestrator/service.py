@@ -9,7 +9,8 @@ the request is still served by the backend.
 
 Streams: the first chunk carries `cache`. A hit replays as two chunks (the whole text with `cache`, then
 `finish_reason` + `usage`); a miss forwards every backend delta, the first with `cache`, the last with
-`finish_reason`, `usage` and the engine's `kv_cache_reused_blocks`. Identical concurrent misses share one
+`finish_reason`, `usage` and the engine's `kv_cache_reused_blocks`. Stop sequences end the answer and are
+not returned (OpenAI's meaning; see StopScanner). Identical concurrent misses share one
 backend call; followers get the same chunks (those already produced, then the rest as they come), with
 `cache.layer` "miss". Closing the stream early cancels the Triton request unless another caller still
 follows the same generation.
@@ -69,6 +70,33 @@ def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest],
                            tokenizer_dir=tokenizer_dir)
 
     return render
+
+
+class StopScanner:
+    """OpenAI's `stop`: the answer ends before the first stop sequence, which is not returned. Engines match
+    stop words on token ids and keep them in the output (TensorRT-LLM's meaning), and a stop string can
+    span tokens, so the text is scanned here: a tail that could be the start of a stop sequence is held back
+    until the next delta shows whether it is one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [stop for stop in stops if stop]
+        self.held = ""
+
+    def push(self, text: str, final: bool = False) -> tuple[str, bool]:
+        """The text that may be sent now, and whether a stop sequence ended the answer."""
+        if not self.stops:
+            return text, False
+        buffer, self.held = self.held + text, ""
+        cut = min((i for stop in self.stops if (i := buffer.find(stop)) >= 0), default=-1)
+        if cut >= 0:
+            return buffer[:cut], True
+        if final:
+            return buffer, False
+        keep = next((k for k in range(min(len(buffer), max(map(len, self.stops)) - 1), 0, -1)
+                     if any(stop.startswith(buffer[-k:]) for stop in self.stops)), 0)
+        if keep:
+            buffer, self.held = buffer[:-keep], buffer[-keep:]
+        return buffer, False
 
 
 class CachedLLMService:
@@ -265,24 +293,29 @@ class CachedLLMService:
     async def _generate(self, request: GenerationRequest, plan: policy.CachePlan,
                         key: str) -> AsyncIterator[StreamChunk]:
         """Run one backend generation, yield its chunks, and store it if it completed and may be stored."""
+        stops = StopScanner(request.params.stop)
         parts: list[str] = []
         input_tokens = output_tokens = kv_blocks = None
         streamed = 0
         async with contextlib.aclosing(self.backend.stream(self._prompt(request), request.params,
                                                            uuid.uuid4().hex)) as deltas:
             async for delta in deltas:
-                parts.append(delta.text)
                 streamed += not delta.final
                 input_tokens = delta.input_tokens or input_tokens
                 output_tokens = delta.output_tokens or output_tokens
                 if delta.kv_cache_reused_blocks is not None:
                     kv_blocks = delta.kv_cache_reused_blocks
-                if not delta.final:
-                    if delta.text:
-                        yield StreamChunk(text=delta.text)
+                text, stopped = stops.push(delta.text, final=delta.final)
+                parts.append(text)
+                if not (delta.final or stopped):
+                    if text:
+                        yield StreamChunk(text=text)
                     continue
-                completion = output_tokens or streamed
-                finish_reason = "length" if completion >= request.params.max_tokens else "stop"
+                # Ended by the engine, or by a stop sequence seen here (the backend stream is then closed,
+                # which cancels the rest of the generation).
+                completion = output_tokens if delta.final and output_tokens else streamed
+                length_cut = not stopped and completion >= request.params.max_tokens
+                finish_reason = "length" if length_cut else "stop"
                 usage = Usage(prompt_tokens=input_tokens or 0, completion_tokens=completion)
                 if kv_blocks:
                     metrics.KV_CACHE_REUSED_BLOCKS.inc(kv_blocks)
@@ -291,7 +324,7 @@ class CachedLLMService:
                     text="".join(parts), model=request.model, prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens, finish_reason=finish_reason,
                     created_at=time.time(), key=key))
-                yield StreamChunk(text=delta.text, finish_reason=finish_reason, usage=usage,
+                yield StreamChunk(text=text, finish_reason=finish_reason, usage=usage,
                                   kv_cache_reused_blocks=kv_blocks)
                 return
 

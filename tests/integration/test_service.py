@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import numpy as np
@@ -121,6 +122,14 @@ async def test_stats_invalidate_readiness_and_embed(service: CachedLLMService) -
     assert (await service.generate(request)).cache.layer == "miss"
     vectors = await service.embed(["hello", "world"])
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
+
+
+async def test_a_stop_sequence_ends_the_answer_and_is_not_returned(service: CachedLLMService) -> None:
+    request = dataclasses.replace(chat("Describe the sea in three sentences.", max_tokens=48),
+                                  params=SamplingParams(max_tokens=48, stop=(" ",)))
+    result = await service.generate(request)
+    assert result.finish_reason == "stop" and result.text and " " not in result.text
+    assert result.usage.completion_tokens < 48
 
 
 async def test_answers_cut_by_max_tokens_are_not_stored_by_default(valkey, triton) -> None:

@@ -371,3 +371,20 @@ async def test_a_semantic_layer_that_cannot_be_built_at_start_is_built_later() -
     await asyncio.sleep(0.06)
     await service.generate(chat("A third question"))
     assert len(attempts) == 2 and service.semantic is semantic
+
+
+@pytest.mark.parametrize(("tokens", "stop", "text", "closed_early"), [
+    (("The ", "capital", "\n", "is"), ("\n",), "The capital", 1),  # stop word as its own token
+    (("Hello", " EN", "D more"), ("END",), "Hello ", 1),  # stop word spanning tokens
+    (("a E", "x", "!"), ("END",), "a Ex!", 0),  # a held-back prefix that is no stop word
+    (("one", " two\n"), ("\n", "two"), "one ", 1),  # the earliest of several
+])
+async def test_stop_sequences_end_the_answer_and_are_not_returned(tokens, stop, text, closed_early) -> None:
+    backend, exact = FakeBackend(tokens=tokens), FakeExact()
+    service = make_service(backend, exact=exact)
+    chunks = [chunk async for chunk in service.stream(chat(stop=stop))]
+    assert "".join(c.text for c in chunks) == text
+    assert chunks[-1].finish_reason == "stop"
+    assert backend.closed_early == closed_early
+    ((answer, _),) = exact.entries.values()
+    assert answer.text == text and answer.finish_reason == "stop"
