@@ -34,12 +34,13 @@ from orchestrator.cache import keys, policy
 from orchestrator.cache.exact import ExactCache, connect, tokens_saved
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticLayer
 from orchestrator.config import Settings
-from orchestrator.errors import InvalidRequest
+from orchestrator.errors import InvalidRequest, OrchestratorError
 from orchestrator.schemas import (
     CacheControls,
     CacheInfo,
     GenerationRequest,
     GenerationResult,
+    SamplingParams,
     StreamChunk,
     Usage,
 )
@@ -51,7 +52,7 @@ T = TypeVar("T")
 
 
 class LLMBackend(Protocol):
-    def stream(self, prompt: str, params, request_id: str = "") -> AsyncIterator[BackendDelta]: ...
+    def stream(self, prompt: str, params: SamplingParams, request_id: str = "") -> AsyncIterator[BackendDelta]: ...
 
     async def ready(self) -> bool: ...
 
@@ -137,6 +138,7 @@ class CachedLLMService:
     # Public API -------------------------------------------------------------------------------------------------
 
     async def generate(self, request: GenerationRequest, controls: CacheControls = CacheControls()) -> GenerationResult:
+        """The whole answer at once: the stream below, collected."""
         text: list[str] = []
         cache = usage = finish_reason = kv_blocks = ttft_ms = None
         started = time.perf_counter()
@@ -149,12 +151,14 @@ class CachedLLMService:
                 usage = chunk.usage or usage
                 finish_reason = chunk.finish_reason or finish_reason
                 kv_blocks = chunk.kv_cache_reused_blocks if chunk.kv_cache_reused_blocks is not None else kv_blocks
-        assert cache is not None and usage is not None and finish_reason is not None
+        if cache is None or usage is None or finish_reason is None:
+            raise OrchestratorError("the generation ended without its final chunk")
         return GenerationResult(text="".join(text), finish_reason=finish_reason, usage=usage, cache=cache,
                                 kv_cache_reused_blocks=kv_blocks, ttft_ms=ttft_ms if cache.layer == "miss" else None)
 
     async def stream(self, request: GenerationRequest,
                      controls: CacheControls = CacheControls()) -> AsyncIterator[StreamChunk]:
+        """Validation errors, and backend errors before the first token, raise at the first `anext`."""
         validate_request(request, self.settings.model)
         validate_controls(controls, self.settings.cache)
         plan = policy.plan(request, controls, self.settings.cache)
