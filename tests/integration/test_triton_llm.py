@@ -24,7 +24,6 @@ PROMPT = format_chat([{"role": "user", "content": "What is the capital of France
 TEXT_MODELS = ("tensorrt_llm_bls", "ensemble")
 KNOWN_NOT_CANCELLING = {
     "ensemble": "Triton 2.51 does not pass a cancelled gRPC stream on to an ensemble's steps",
-    "tensorrt_llm_bls": "the BLS model does not yet cancel its inner tensorrt_llm request when cancelled",
 }
 
 
@@ -77,9 +76,9 @@ async def wait_for(predicate, timeout_s: float) -> bool:
 
 async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton, request) -> None:
     # ~2,000 tokens take ~25 s here: the engine going idle within 3 s of closing means it was cancelled.
-    # Known gaps, kept visible (strict: these fail loudly once fixed): cancelling the gRPC stream stops the
-    # engine when `tensorrt_llm` is called directly (also with tritonclient's stop_stream(cancel_requests=True)),
-    # but not through the text models yet, so their generations are kept short.
+    # A known gap, kept visible (strict: fails loudly once fixed): cancelling the gRPC stream stops the engine
+    # through tensorrt_llm_bls (and tensorrt_llm called directly) but not through the ensemble, whose
+    # uncancelled generation is kept short.
     tokens = 2000
     if llm.settings.llm_model in KNOWN_NOT_CANCELLING:
         tokens = 600
