@@ -3,9 +3,11 @@
 - In-flight (`inflight_fused_batching`): a request joins the running batch as soon as one of the engine's
   slots is free; llama.cpp then decodes all running slots together, step by step (continuous batching).
   Requests beyond the slots wait in a bounded queue; a full queue rejects at once.
-- Static (`V1`): the requests Triton hands over in one execute() form a batch that runs to completion before
-  the next batch is admitted; execute() blocks meanwhile, so later requests wait in Triton's own queue, where
-  the dynamic batcher (preferred sizes, queue delay) forms the next batch and `max_queue_size` rejects.
+- Static (`V1`): the requests waiting when the engine is idle form a batch (up to the slots) that runs to
+  completion before the next batch is admitted; later arrivals wait, also when slots are free.
+
+execute() never blocks (a decoupled Python model that blocks in execute() while other threads send responses
+stalled in Triton 2.51); both policies share the same bounded queue.
 
 Each job is one blocking call (`run(job)`) on a slot thread; llama.cpp batches the slots internally.
 """
@@ -87,13 +89,21 @@ class InflightAdmission(Generic[Job]):
 
 
 class StaticBatchAdmission(Generic[Job]):
-    """run_batch() starts every job of the batch together and returns when the last one has finished."""
+    """A batch is the requests waiting when the engine is idle (up to the slots); it runs to completion
+    before the next batch is taken. How full a batch is depends on how requests arrive: Triton's dynamic
+    batcher in front (preferred_batch_size, max_queue_delay_microseconds) holds them back to form batches."""
 
-    def __init__(self, slots: int, run: Callable[[Job], None]) -> None:
+    def __init__(self, slots: int, max_queue_size: int, run: Callable[[Job], None]) -> None:
         self.slots = slots
+        self.max_queue_size = max_queue_size
         self._run = run
         self._counter = _SlotCounter()
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
+        self._pending: list[Job] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._scheduler = threading.Thread(target=self._schedule, name="v1-scheduler", daemon=True)
+        self._scheduler.start()
 
     @property
     def active(self) -> int:
@@ -101,10 +111,28 @@ class StaticBatchAdmission(Generic[Job]):
 
     @property
     def waiting(self) -> int:
-        return 0
+        return len(self._pending)
 
-    def run_batch(self, jobs: Sequence[Job]) -> None:
-        wait([self._pool.submit(self._counter, self._run, job) for job in jobs])
+    def submit(self, job: Job) -> None:
+        with self._ready:
+            if self.max_queue_size and len(self._pending) >= self.max_queue_size:
+                raise QueueFull(f"request queue full: {len(self._pending)} requests wait for the running batch "
+                                f"to finish (max_queue_size={self.max_queue_size}); retry later")
+            self._pending.append(job)
+            self._ready.notify()
+
+    def _schedule(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._pending or self._closed)
+                if self._closed:
+                    return
+                batch, self._pending = self._pending[:self.slots], self._pending[self.slots:]
+            wait([self._pool.submit(self._counter, self._run, job) for job in batch])
 
     def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._scheduler.join()
         self._pool.shutdown(wait=True)

@@ -98,7 +98,8 @@ class LlamaEngine:
                  cancelled: Callable[[], bool], arrival_ns: int) -> GenerationOutcome:
         """Run one request to its end on a free llama.cpp slot (blocking, without the GIL inside llama.cpp)."""
         self.check_fits(request)
-        stream = CompletionStream(self.encode_text, request.stop_words, request.end_id)
+        end_id = request.end_id if request.end_id is not None and request.end_id >= 0 else None
+        stream = CompletionStream(self.encode_text, request.stop_words, end_id)
         prompt = len(request.input_ids)
         tokens_per_block = self.config.tokens_per_block
         handle = self.kv_pool.open(prompt)

@@ -2,7 +2,8 @@
 
 Meanings follow TensorRT-LLM: greedy when `temperature` is 0 or neither `runtime_top_k` nor `runtime_top_p`
 is set (top_k 0 and top_p 0); `stop_words_list`/`bad_words_list` are [2, L] (ids, then end offsets padded
-with -1); stop words are matched on token ids and stay in the output, `end_id` ends the sequence and does not.
+with -1); stop words are matched on token ids and stay in the output, `end_id` ends the sequence and does not; a
+negative `end_id` means "never stop early" (TensorRT-LLM benchmarks' eos_id -1), llama.cpp's ignore_eos.
 """
 
 from __future__ import annotations
@@ -153,6 +154,8 @@ class GenerationRequest:
             "timings_per_token": True,
             **self.sampling.to_llama(),
         }
+        if self.end_id is not None and self.end_id < 0:
+            request["ignore_eos"] = True
         if self.bad_token_ids:
             request["logit_bias"] = [[token, False] for token in self.bad_token_ids]
         return request

@@ -64,7 +64,7 @@ class TritonPythonModel:
         if self.config.inflight:
             self.admission = InflightAdmission(self.config.slots, self.config.max_queue_size, self._run)
         else:
-            self.admission = StaticBatchAdmission(self.config.slots, self._run)
+            self.admission = StaticBatchAdmission(self.config.slots, self.config.max_queue_size, self._run)
         self._labels = {"model": args["model_name"], "version": args["model_version"]}
         self._jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
@@ -73,7 +73,6 @@ class TritonPythonModel:
         self._metrics_thread.start()
 
     def execute(self, requests):
-        batch = []
         for request in requests:
             arrival_ns = time.time_ns()
             sender = request.get_response_sender()
@@ -93,15 +92,10 @@ class TritonPythonModel:
             if job.request_id:
                 with self._jobs_lock:
                     self._jobs[job.request_id] = job
-            if not self.config.inflight:
-                batch.append(job)
-                continue
             try:
                 self.admission.submit(job)
             except QueueFull as error:
                 _error(sender, f"tensorrt_llm: {error}", pb_utils.TritonError.UNAVAILABLE)
-        if batch:
-            self.admission.run_batch(batch)
         return None
 
     def _stop_request(self, request_id: str, sender) -> None:
