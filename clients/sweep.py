@@ -187,30 +187,33 @@ def choose(points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> t
 
 
 def result(model: str, points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> dict:
-    """The sweep's verdict as one JSON-able dict (the `--json` line). With confirmation rounds, best_rps and
-    unbatched_rps are the medians of the paired re-measurements; the sweep's own numbers stay in `points`."""
+    """The sweep's verdict as one JSON-able dict (the `--json` line). With confirmation rounds, the rps and p99
+    figures are the medians of the paired re-measurements; the sweep's own numbers stay in `points`."""
     best, baseline = choose(points, concurrency, p99_budget_ms)
     best_rps, unbatched_rps = (best.rps if best else None), (baseline.rps if baseline else None)
+    best_p99, unbatched_p99 = (best.p99_ms if best else None), (baseline.p99_ms if baseline else None)
     confirmed = None
     if best and baseline:
         again = [p for p in points if p.phase == "confirm"]
         best_runs = [p.rps for p in again if p.config == best.config]
         baseline_runs = [p.rps for p in again if p.config == baseline.config]
         if best_runs and baseline_runs:
-            best_rps, unbatched_rps = statistics.median(best_runs), statistics.median(baseline_runs)
             confirmed = {"best_rps": best_runs, "unbatched_rps": baseline_runs,
                          "best_p99_ms": [p.p99_ms for p in again if p.config == best.config],
                          "unbatched_p99_ms": [p.p99_ms for p in again if p.config == baseline.config]}
+            best_rps, unbatched_rps = statistics.median(best_runs), statistics.median(baseline_runs)
+            best_p99 = statistics.median(confirmed["best_p99_ms"])
+            unbatched_p99 = statistics.median(confirmed["unbatched_p99_ms"])
     return {
         "model": model,
         "concurrency": concurrency,
         "p99_budget_ms": p99_budget_ms,
         "best_config": asdict(best.config) if best else None,
         "best_rps": best_rps,
-        "best_p99_ms": best.p99_ms if best else None,
+        "best_p99_ms": best_p99,
         "unbatched_config": asdict(baseline.config) if baseline else None,
         "unbatched_rps": unbatched_rps,
-        "unbatched_p99_ms": baseline.p99_ms if baseline else None,
+        "unbatched_p99_ms": unbatched_p99,
         "batching_gain": round(best_rps / unbatched_rps, 2) if best_rps and unbatched_rps else None,
         "confirmed": confirmed,
         "where_time_goes": {
