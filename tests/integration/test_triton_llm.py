@@ -75,21 +75,21 @@ async def wait_for(predicate, timeout_s: float) -> bool:
 
 
 async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton, request) -> None:
-    # ~2,000 tokens take ~25 s here: the engine going idle within 3 s of closing means it was cancelled.
+    # ~2,000 tokens take 25 s or more here: the engine going idle within 10 s of closing means it was cancelled.
     # A known gap, kept visible (strict: fails loudly once fixed): cancelling the gRPC stream stops the engine
     # through tensorrt_llm_bls (and tensorrt_llm called directly) but not through the ensemble, whose
     # uncancelled generation is kept short.
     tokens = 2000
     if llm.settings.llm_model in KNOWN_NOT_CANCELLING:
-        tokens = 600
+        tokens = 1200
         request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_NOT_CANCELLING[llm.settings.llm_model]))
     assert await wait_for(lambda: active_requests(triton) == 0, 60)
     prompt = format_chat([{"role": "user", "content": "Write a long story about a dragon."}])
     stream = llm.stream(prompt, SamplingParams(max_tokens=tokens), "cancel-me")
     assert not (await anext(stream)).final
-    assert await wait_for(lambda: active_requests(triton) == 1, 3)
+    assert await wait_for(lambda: active_requests(triton) == 1, 10)
     await stream.aclose()
-    assert await wait_for(lambda: active_requests(triton) == 0, 3)
+    assert await wait_for(lambda: active_requests(triton) == 0, 10)
 
 
 async def test_a_prompt_longer_than_the_context_is_a_clear_error(llm: TritonLLM) -> None:
