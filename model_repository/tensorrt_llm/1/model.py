@@ -9,6 +9,7 @@ metrics mirror nv_trt_llm_kv_cache_block_metrics and nv_trt_llm_request_metrics.
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,9 +66,9 @@ class TritonPythonModel:
             self.admission = InflightAdmission(self.config.slots, self.config.max_queue_size, self._run)
         else:
             self.admission = StaticBatchAdmission(self.config.slots, self.config.max_queue_size, self._run)
-        self._labels = {"model": args["model_name"], "version": args["model_version"]}
         self._jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
+        self._create_metrics(args)
         self._stop = threading.Event()
         self._metrics_thread = threading.Thread(target=self._publish_metrics, daemon=True)
         self._metrics_thread.start()
@@ -160,28 +161,35 @@ class TritonPythonModel:
         }
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in tensors.items()])
 
-    def _publish_metrics(self):
-        kv_family = pb_utils.MetricFamily(
+    def _create_metrics(self, args):
+        """Families and metrics live as long as this instance. While Triton reloads the model, two instances of
+        the same model and version exist; Triton shares a metric between identical label sets and frees it with
+        the first owner (which crashed the server), so each instance adds its own `instance` label."""
+        labels = {"model": args["model_name"], "version": args["model_version"], "instance": uuid.uuid4().hex[:8]}
+        self._kv_family = pb_utils.MetricFamily(
             name="nv_trt_llm_kv_cache_block_metrics",
             description="KV cache block metrics (CPU engine: derived from llama.cpp's token counts)",
             kind=pb_utils.MetricFamily.GAUGE)
-        request_family = pb_utils.MetricFamily(
+        self._request_family = pb_utils.MetricFamily(
             name="nv_trt_llm_request_metrics", description="Request counts of the engine",
             kind=pb_utils.MetricFamily.GAUGE)
-        kv = {kind: kv_family.Metric(labels={"kv_cache_block_type": kind, **self._labels})
-              for kind in ("max", "free", "used", "tokens_per", "reused", "fraction")}
-        requests = {kind: request_family.Metric(labels={"request_type": kind, **self._labels})
-                    for kind in ("active", "waiting", "max")}
+        self._kv_metrics = {kind: self._kv_family.Metric(labels={"kv_cache_block_type": kind, **labels})
+                            for kind in ("max", "free", "used", "tokens_per", "reused", "fraction")}
+        self._request_metrics = {kind: self._request_family.Metric(labels={"request_type": kind, **labels})
+                                 for kind in ("active", "waiting", "max")}
+
+    def _publish_metrics(self):
         period_s = self.config.stats_check_period_ms / 1000
         while not self._stop.wait(period_s):
             for kind, value in self.engine.kv_pool.snapshot().items():
-                kv[kind].set(value)
-            requests["active"].set(self.admission.active)
-            requests["waiting"].set(self.admission.waiting)
-            requests["max"].set(self.config.slots)
+                self._kv_metrics[kind].set(value)
+            self._request_metrics["active"].set(self.admission.active)
+            self._request_metrics["waiting"].set(self.admission.waiting)
+            self._request_metrics["max"].set(self.config.slots)
 
     def finalize(self):
         self._stop.set()
         self._metrics_thread.join()
         self.admission.close()
         self.engine.close()
+        del self._kv_metrics, self._request_metrics, self._kv_family, self._request_family
