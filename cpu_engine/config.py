@@ -31,6 +31,9 @@ class EngineConfig:
     kv_cache_tokens: int
     tokens_per_block: int
     enable_kv_cache_reuse: bool
+    #: Host memory for KV state kept beyond the slots (upstream `kv_cache_host_memory_bytes`, default 0: none):
+    #: llama.cpp's RAM prompt cache, which restores a cached prefix into any free slot.
+    host_cache_mib: int
     enable_chunked_context: bool
     exclude_input_in_output: bool
     batch_scheduler_policy: str
@@ -100,6 +103,7 @@ class EngineConfig:
             kv_cache_tokens=integer("max_tokens_in_paged_kv_cache", 4096 * slots, 1),
             tokens_per_block=integer("cpu_tokens_per_block", 32, 1),
             enable_kv_cache_reuse=boolean("enable_kv_cache_reuse", True),
+            host_cache_mib=integer("kv_cache_host_memory_bytes", 0) // 2**20,
             enable_chunked_context=boolean("enable_chunked_context", True),
             exclude_input_in_output=boolean("exclude_input_in_output", False),
             batch_scheduler_policy=policy,

@@ -70,8 +70,7 @@ class LlamaEngine:
         # greedy tokens; the plain attention path gave identical outputs in every check here.
         params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.cache_prompt = config.enable_kv_cache_reuse
-        if not config.enable_kv_cache_reuse:
-            params.cache_ram_mib = 0
+        params.cache_ram_mib = config.host_cache_mib if config.enable_kv_cache_reuse else 0
         params.hostnames = [str(self._socket_dir / "llama.sock")]
         self.api_key = secrets.token_urlsafe(32)
         params.api_keys = [self.api_key]
