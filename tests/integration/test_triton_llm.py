@@ -87,9 +87,13 @@ async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton, re
     prompt = format_chat([{"role": "user", "content": "Write a long story about a dragon."}])
     stream = llm.stream(prompt, SamplingParams(max_tokens=tokens), "cancel-me")
     assert not (await anext(stream)).final
-    assert await wait_for(lambda: active_requests(triton) == 1, 10)
-    await stream.aclose()
-    assert await wait_for(lambda: active_requests(triton) == 0, 10)
+    try:
+        assert await wait_for(lambda: active_requests(triton) == 1, 10)
+        await stream.aclose()
+        assert await wait_for(lambda: active_requests(triton) == 0, 10)
+    finally:  # leave an idle engine to the tests that follow
+        await stream.aclose()
+        await wait_for(lambda: active_requests(triton) == 0, 60)
 
 
 async def test_a_prompt_longer_than_the_context_is_a_clear_error(llm: TritonLLM) -> None:
