@@ -39,6 +39,8 @@ LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "em
 #: What the orchestrator under fault is configured with (and what the tests hold it to).
 #: Generous enough that a busy 2-core machine does not time out healthy requests under the test load.
 FIRST_RESPONSE_TIMEOUT_S = 15.0
+#: Deadline of a whole generation (the slow-backend test runs into it).
+REQUEST_TIMEOUT_S = 12.0
 #: Deadline of the embedding call the semantic lookup makes first (a frozen Triton costs both, one after other).
 UNARY_TIMEOUT_S = 2.0
 REDIS_RETRY_AFTER_S = 0.5
@@ -59,6 +61,7 @@ class Trio:
         env = orchestrator_env(self.key_prefix,
                                ORCH_TRITON__FIRST_RESPONSE_TIMEOUT_S=str(FIRST_RESPONSE_TIMEOUT_S),
                                ORCH_TRITON__UNARY_TIMEOUT_S=str(UNARY_TIMEOUT_S),
+                               ORCH_TRITON__REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
                                ORCH_REDIS__RETRY_AFTER_S=str(REDIS_RETRY_AFTER_S),
                                ORCH_API__HEALTH_INTERVAL_S="0.5")
         self.orchestrator = OrchestratorProcess(self.triton.grpc_url, self.valkey.url, env=env,
@@ -197,15 +200,20 @@ def test_triton_killed_fails_fast_ends_streams_caches_nothing_partial_and_recove
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert http_503_s < FIRST_RESPONSE_TIMEOUT_S and grpc_unavailable_s < FIRST_RESPONSE_TIMEOUT_S
 
+    # Nothing of the cut stream was stored, in either layer.
+    key = events[0]["cache"]["key"]
+    redis = redis_client.Redis.from_url(trio.valkey.url)
+    assert not list(redis.scan_iter(match=f"{trio.key_prefix}:exact:*:{key}"))
+    queries = {redis.hget(name, "query") for name in redis.scan_iter(match=f"{trio.key_prefix}:sem:*")}
+    assert prompt["messages"][0]["content"].encode() not in queries
+
     trio.triton.stop()
     trio.triton.start()
     back = time.monotonic()
-    # The orchestrator reconnects by itself; the prompt whose stream was cut was not cached.
+    # The orchestrator reconnects by itself.
     answers: list[httpx.Response] = []
-    recovered_s = _until(lambda: answers.append(trio.post({**prompt, "max_tokens": 400})) or
-                         answers[-1].status_code == 200, timeout_s=90, interval_s=0.5)
-    assert answers[-1].headers["x-cache"] == "miss"
-    assert answers[-1].json()["cache"]["layer"] == "miss"
+    recovered_s = _until(lambda: answers.append(trio.post(chat(f"Back? ({uuid.uuid4().hex[:6]})"))) or
+                         answers[-1].status_code == 200, timeout_s=120, interval_s=0.5)
     report("triton_killed", stream_error_after_kill_s=round(stream_end_s, 2), http_503_s=round(http_503_s, 3),
            grpc_unavailable_s=round(grpc_unavailable_s, 3), recovered_after_triton_ready_s=round(recovered_s, 2),
            failed_attempts_before_recovery=len(answers) - 1,
@@ -228,3 +236,97 @@ def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
     # Once thawed, the stack serves again.
     _until(lambda: trio.post(chat(f"Thawed ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=60,
            interval_s=0.5)
+
+
+def _engine_requests(trio: Trio, kind: str) -> float:
+    """The CPU engine's nv_trt_llm_request_metrics{request_type=kind} from Triton's metrics endpoint."""
+    text = httpx.get(trio.triton.metrics_url, timeout=10).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("nv_trt_llm_request_metrics") and f'request_type="{kind}"' in line]
+    assert values, "no nv_trt_llm_request_metrics on Triton's metrics endpoint"
+    return sum(values)
+
+
+def test_slow_generation_times_out_and_the_engine_request_is_cancelled(trio: Trio) -> None:
+    # A plain completion that keeps counting: the small model would end a chat answer early.
+    body = {"model": MODEL, "prompt": f"[{uuid.uuid4().hex[:6]}] " + ", ".join(map(str, range(1, 40))) + ",",
+            "max_tokens": 3000}
+    started = time.monotonic()
+    response = httpx.post(f"{trio.orchestrator.http_url}/v1/completions", json=body, headers=auth(ACME_KEY),
+                          timeout=120)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504, response.text[:300]
+    assert elapsed < REQUEST_TIMEOUT_S + UNARY_TIMEOUT_S + 5
+    # The engine stops generating for it: no request stays active in the CPU engine.
+    freed_s = _until(lambda: _engine_requests(trio, "active") == 0, timeout_s=10, interval_s=0.2)
+    report("slow_generation", status=response.status_code, elapsed_s=round(elapsed, 2),
+           request_timeout_s=REQUEST_TIMEOUT_S, engine_slot_freed_after_s=round(freed_s, 2))
+
+
+def test_full_engine_queue_is_429_and_resource_exhausted(trio: Trio) -> None:
+    """tensorrt_llm reloaded with max_queue_size=1: with every slot busy and one request waiting, the next is
+    refused at once with 429 (HTTP) / RESOURCE_EXHAUSTED (gRPC), and the stack serves again afterwards."""
+    import tritonclient.grpc.aio as grpcaio
+
+    from cpu_engine.client import model_config, with_changes
+
+    async def reload(queue_size: int | None) -> int:
+        client = grpcaio.InferenceServerClient(trio.triton.grpc_url)
+        try:
+            config = await model_config(client, "tensorrt_llm")
+            if queue_size is None:
+                await client.load_model("tensorrt_llm")
+            else:
+                await client.load_model("tensorrt_llm", config=json.dumps(
+                    with_changes(config, dynamic_batching={"max_queue_size": queue_size})))
+            return int(config["max_batch_size"])
+        finally:
+            await client.close()
+
+    slots = asyncio.run(reload(1))
+    engine: dict[str, float] = {}
+    url = f"{trio.orchestrator.http_url}/v1/chat/completions"
+    try:
+        async def saturate() -> tuple[httpx.Response, grpc.StatusCode]:
+            async with httpx.AsyncClient(timeout=120, headers=auth(ACME_KEY)) as client:
+                started = [asyncio.Event() for _ in range(slots)]
+
+                async def long_stream(index: int, event: asyncio.Event | None) -> None:
+                    body = {**chat(f"Tell a long tale number {index} ({uuid.uuid4().hex[:6]}).", max_tokens=300),
+                            "stream": True}
+                    async with client.stream("POST", url, json=body) as stream:
+                        async for _ in stream.aiter_lines():
+                            if event is not None:
+                                event.set()
+
+                running = [asyncio.create_task(long_stream(i, started[i])) for i in range(slots)]
+                try:
+                    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 90)
+                    waiting = asyncio.create_task(long_stream(slots, None))
+                    await asyncio.sleep(1.0)
+                    engine.update(active=_engine_requests(trio, "active"), waiting=_engine_requests(trio, "waiting"))
+                    refused = await client.post(url, json=chat(f"One more? ({uuid.uuid4().hex[:6]})"))
+                    async with grpc.aio.insecure_channel(trio.orchestrator.grpc_target) as channel:
+                        try:
+                            await pb_grpc.OrchestratorStub(channel).Generate(
+                                pb.GenerateRequest(model=MODEL, prompt=f"And another {uuid.uuid4().hex[:6]}"),
+                                metadata=(("authorization", f"Bearer {ACME_KEY}"),), timeout=30)
+                            code = grpc.StatusCode.OK
+                        except grpc.aio.AioRpcError as error:
+                            code = error.code()
+                    running.append(waiting)
+                    return refused, code
+                finally:
+                    for task in running:
+                        task.cancel()
+                    await asyncio.gather(*running, return_exceptions=True)
+
+        refused, grpc_code = asyncio.run(saturate())
+    finally:
+        asyncio.run(reload(None))
+    report("queue_full", http_status=refused.status_code, grpc_code=grpc_code.name, slots=slots, engine=engine)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _until(lambda: trio.post(chat(f"Queue drained? ({uuid.uuid4().hex[:6]})")).status_code == 200,
+           timeout_s=60, interval_s=0.5)
