@@ -158,18 +158,18 @@ class TritonLLM:
             try:
                 first = await asyncio.wait_for(anext(responses), self.settings.first_response_timeout_s)
                 return responses, finished, first
-            except asyncio.TimeoutError:
+            except BaseException as error:
+                finished.set()
                 responses.cancel()
-                raise BackendTimeout(f"no response from Triton within {self.settings.first_response_timeout_s} s")
-            except grpc.aio.AioRpcError as error:
-                responses.cancel()
+                if isinstance(error, asyncio.TimeoutError):
+                    raise BackendTimeout(f"no response from Triton within "
+                                         f"{self.settings.first_response_timeout_s} s") from None
+                if not isinstance(error, grpc.aio.AioRpcError):
+                    raise
                 mapped = map_rpc_error(error)
                 if not isinstance(mapped, BackendUnavailable) or attempt == self.settings.connect_retries:
                     raise mapped from error
-                await asyncio.sleep(self.settings.retry_backoff_s * 2**attempt)
-            except BaseException:
-                responses.cancel()
-                raise
+            await asyncio.sleep(self.settings.retry_backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
     async def stream(self, prompt: str, params: SamplingParams, request_id: str = "") -> AsyncIterator[BackendDelta]:
