@@ -134,7 +134,9 @@ def test_perf(triton: TritonServer, control) -> None:
     latency = summary["latency_ms"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"]
     server = summary["server"]
-    assert 0 < server["queue_ms"] + server["compute_ms"] <= latency["mean"]
+    # The server's share (averaged by perf_analyzer from Triton's statistics over its windows, whose edges
+    # need not match the client's) stays within what the client saw.
+    assert 0 < server["queue_ms"] + server["compute_ms"] <= latency["p99"]
     # Triton's own per-request compute time over the whole run is in the same range as perf's windows.
     triton_compute_ms = (mine.compute_input_ns + mine.compute_infer_ns + mine.compute_output_ns) / mine.request_count / 1e6
     assert server["compute_ms"] / 3 <= triton_compute_ms <= server["compute_ms"] * 3
