@@ -187,6 +187,13 @@ def sweep(
     except ValueError as error:
         raise fail(str(error)) from None
 
+    if write:
+        from clients.profile_writer import check_writable
+
+        try:
+            check_writable(write, model)
+        except ValueError as error:
+            raise fail(str(error)) from None
     with progress_bar() as bar:
         task = bar.add_task(f"sweep {model}", total=len(candidates) * len(concurrencies) + 2 * confirm)
 

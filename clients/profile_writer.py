@@ -23,15 +23,29 @@ PROFILE_KEYS = {
 }
 
 
-def write_batcher(profile: str, model: str, config: BatcherConfig) -> Path:
+def _model_table(profile: str, model: str) -> tuple[Path, tomlkit.TOMLDocument, dict]:
+    """The profile, parsed, and its [models.MODEL] table; an error names what is missing."""
     path = profile_path(profile)
+    if not path.exists():
+        raise ValueError(f"{path}: no such profile")
     document = tomlkit.parse(path.read_text())
     table = document.get("models", {}).get(model)
     if table is None:
         raise ValueError(f"{path}: no [models.{model}] table")
-    for field, key in PROFILE_KEYS.items():
+    for key in PROFILE_KEYS.values():
         if key not in table:
             raise ValueError(f"{path}: [models.{model}] has no key {key!r}; its template must expose ${{{key}}}")
+    return path, document, table
+
+
+def check_writable(profile: str, model: str) -> None:
+    """Fail before a sweep, not after it, when its result could not be written."""
+    _model_table(profile, model)
+
+
+def write_batcher(profile: str, model: str, config: BatcherConfig) -> Path:
+    path, document, table = _model_table(profile, model)
+    for field, key in PROFILE_KEYS.items():
         value = getattr(config, field)
         table[key] = list(value) if isinstance(value, tuple) else value
     text = tomlkit.dumps(document)

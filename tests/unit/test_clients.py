@@ -15,7 +15,7 @@ import pytest
 
 from clients.load import Plan, run_load
 from clients.perf import summaries
-from clients.profile_writer import write_batcher
+from clients.profile_writer import check_writable, write_batcher
 from clients.report import Outcome, Summary
 from clients.sweep import BatcherConfig, Point, choose, grid, result, unbatched
 from clients.targets import OrchestratorHttpTarget, input_spec
@@ -222,6 +222,11 @@ def test_write_batcher_edits_only_the_swept_keys(tmp_path: Path) -> None:
     render_profile(profile)
     with pytest.raises(ValueError, match=r"no \[models.nope\]"):
         write_batcher(str(profile), "nope", BatcherConfig(16, (), 0, 1))
+    # A model whose template exposes no batcher placeholders is refused before any sweep runs.
+    bare = tmp_path / "bare.toml"
+    bare.write_text('[models.preprocessing]\ntriton_backend = "python"\nmax_batch_size = 4\ninstance_count = 1\n')
+    with pytest.raises(ValueError, match="has no key 'preferred_batch_size'"):
+        check_writable(str(bare), "preprocessing")
 
 
 # --- orchestrator HTTP target -----------------------------------------------------------------------------
