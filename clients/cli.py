@@ -54,7 +54,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="print the result as one JS
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]{message}[/]")
+    err.print(Text(message, style="red"))
     return typer.Exit(code)
 
 
