@@ -33,8 +33,10 @@ class RedisSettings(BaseModel):
 
 class TritonSettings(BaseModel):
     url: str = "127.0.0.1:8001"
-    #: The text-in/text-out model (upstream's `ensemble`, or `tensorrt_llm_bls`).
-    llm_model: str = "ensemble"
+    #: The text-in/text-out model: upstream's `tensorrt_llm_bls` or `ensemble` (same inputs and outputs). BLS by
+    #: default: Triton 2.51 does not pass a client's cancellation through an ensemble to the engine, so a
+    #: client that leaves (or a speculative call that a semantic hit ends) would keep an engine slot busy.
+    llm_model: str = "tensorrt_llm_bls"
     embedding_model: str = "embedding"
     #: Retries of a request that could not reach Triton (connection errors only, before any response).
     connect_retries: int = Field(default=2, ge=0)
@@ -74,6 +76,9 @@ class CacheSettings(BaseModel):
     sampled_requests: SampledPolicy = "bypass"
     #: Whether an answer cut by max_tokens (finish_reason "length") may be stored.
     store_truncated: bool = False
+    #: Start the backend call while the semantic lookup embeds the query, so a miss reaches its first token
+    #: without waiting for the embedding; a semantic hit cancels that call (a little prefill is wasted).
+    speculative_generation: bool = True
     namespace: str = "default"
 
 

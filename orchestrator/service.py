@@ -100,6 +100,29 @@ class StopScanner:
         return buffer, False
 
 
+class EarlyStart(AsyncIterator[T]):
+    """An async iterator whose first item is already being fetched: the work behind it starts now, while
+    the caller does something else, and aclose() cancels it if the caller decides against it."""
+
+    def __init__(self, source: AsyncIterator[T]) -> None:
+        self.source = source
+        self.first: asyncio.Future[T] | None = asyncio.ensure_future(anext(source))
+
+    async def __anext__(self) -> T:
+        if self.first is None:
+            return await anext(self.source)
+        first, self.first = self.first, None
+        return await first
+
+    async def aclose(self) -> None:
+        if self.first is not None:
+            self.first.cancel()
+            with contextlib.suppress(BaseException):
+                await self.first
+            self.first = None
+        await self.source.aclose()
+
+
 class CachedLLMService:
     def __init__(self, settings: Settings, exact: ExactCache, backend: LLMBackend,
                  semantic: SemanticLayer | None = None, embedder: Embedder | None = None,
@@ -163,27 +186,25 @@ class CachedLLMService:
         validate_controls(controls, self.settings.cache)
         plan = policy.plan(request, controls, self.settings.cache)
         key = keys.request_key(request)
+        chunks: AsyncIterator[StreamChunk] | None = None
         if plan.lookup:
-            hit = await self._lookup(request, plan, key)
+            hit = await self._exact_hit(request, plan, key)
+            if hit is None:
+                hit, chunks = await self._semantic_hit(request, plan, key)
             if hit is not None:
                 answer, info = hit
                 yield StreamChunk(text=answer.text, cache=info)
                 yield StreamChunk(text="", finish_reason=answer.finish_reason,
                                   usage=Usage(answer.prompt_tokens, answer.completion_tokens))
                 return
+            metrics.CACHE_MISSES.inc()
+            await self.exact.record(request.tenant, "misses")
         else:
             metrics.CACHE_BYPASSES.labels(plan.bypass_reason or "unknown").inc()
         info = CacheInfo(layer="miss", key=key)
-        if plan.share:
-            flight_key = (request.tenant, plan.namespace, key, plan.store, plan.ttl_s)
-            chunks, leader = self.flights.join(flight_key, lambda: self._generate(request, plan, key))
-            if not leader:
-                metrics.SINGLEFLIGHT_JOINED.inc()
-        else:
-            chunks = self._generate(request, plan, key)
         first = True
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
+        async with contextlib.aclosing(chunks or self._backend_chunks(request, plan, key)) as stream:
+            async for chunk in stream:
                 if first:
                     chunk = StreamChunk(text=chunk.text, cache=info, finish_reason=chunk.finish_reason,
                                         usage=chunk.usage, kv_cache_reused_blocks=chunk.kv_cache_reused_blocks)
@@ -251,29 +272,52 @@ class CachedLLMService:
         if not NAME_PATTERN.match(value):
             raise InvalidRequest(field, "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
 
-    async def _lookup(self, request: GenerationRequest, plan: policy.CachePlan,
-                      key: str) -> tuple[CachedAnswer, CacheInfo] | None:
+    async def _exact_hit(self, request: GenerationRequest, plan: policy.CachePlan,
+                         key: str) -> tuple[CachedAnswer, CacheInfo] | None:
         answer = await self.exact.get(request.tenant, plan.namespace, key)
-        if answer is not None:
-            saved = tokens_saved(answer)
-            metrics.CACHE_HITS.labels("exact").inc()
-            metrics.TOKENS_SAVED.labels("exact").inc(saved)
-            return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
+        if answer is None:
+            return None
+        saved = tokens_saved(answer)
+        metrics.CACHE_HITS.labels("exact").inc()
+        metrics.TOKENS_SAVED.labels("exact").inc(saved)
+        return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
+
+    async def _semantic_hit(self, request: GenerationRequest, plan: policy.CachePlan, key: str
+                            ) -> tuple[tuple[CachedAnswer, CacheInfo] | None, AsyncIterator[StreamChunk] | None]:
+        """The semantic layer's answer, or on a miss the backend stream if it was started speculatively.
+
+        The lookup embeds the query (milliseconds on Triton). With `cache.speculative_generation` the backend
+        call starts at the same time, so a miss pays no embedding latency before its first token; a hit
+        closes that stream, which cancels the generation (or leaves a flight others still follow)."""
         query = keys.semantic_query(request)
         semantic = await self._semantic_layer() if query is not None else None
-        if semantic is not None:
-            scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
-            hit = await self._soft_semantic("lookup", semantic.lookup(scope, query), None)
-            if hit is not None:
-                saved = tokens_saved(hit.answer)
-                metrics.CACHE_HITS.labels("semantic").inc()
-                metrics.TOKENS_SAVED.labels("semantic").inc(saved)
-                await self.exact.record(request.tenant, "semantic_hits", saved)
-                return hit.answer, CacheInfo(layer="semantic", key=hit.answer.key, similarity=hit.similarity,
-                                             tokens_saved=saved)
-        metrics.CACHE_MISSES.inc()
-        await self.exact.record(request.tenant, "misses")
-        return None
+        if semantic is None:
+            return None, None
+        scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
+        speculative = EarlyStart(self._backend_chunks(request, plan, key)) \
+            if self.settings.cache.speculative_generation else None
+        hit = await self._soft_semantic("lookup", semantic.lookup(scope, query), None)
+        if hit is None:
+            return None, speculative
+        if speculative is not None:
+            await speculative.aclose()
+        saved = tokens_saved(hit.answer)
+        metrics.CACHE_HITS.labels("semantic").inc()
+        metrics.TOKENS_SAVED.labels("semantic").inc(saved)
+        await self.exact.record(request.tenant, "semantic_hits", saved)
+        return (hit.answer, CacheInfo(layer="semantic", key=hit.answer.key, similarity=hit.similarity,
+                                      tokens_saved=saved)), None
+
+    def _backend_chunks(self, request: GenerationRequest, plan: policy.CachePlan,
+                        key: str) -> AsyncIterator[StreamChunk]:
+        """The generation's chunks: a single-flight subscription when the answer may be shared."""
+        if not plan.share:
+            return self._generate(request, plan, key)
+        flight_key = (request.tenant, plan.namespace, key, plan.store, plan.ttl_s)
+        chunks, leader = self.flights.join(flight_key, lambda: self._generate(request, plan, key))
+        if not leader:
+            metrics.SINGLEFLIGHT_JOINED.inc()
+        return chunks
 
     async def _semantic_layer(self) -> SemanticLayer | None:
         """The semantic layer, building it first if that is pending and due."""

@@ -130,6 +130,8 @@ class FakeBackend:
 
 
 def make_service(backend=None, semantic=None, exact=None, **cache) -> CachedLLMService:
+    """Backend calls start only after the lookups unless a test turns speculative generation on."""
+    cache.setdefault("speculative_generation", False)
     settings = Settings(model=ModelSettings(name="m"), cache=CacheSettings(**cache),
                         semantic=SemanticSettings(enabled=True))
     return CachedLLMService(settings, exact or FakeExact(), backend or FakeBackend(), semantic or FakeSemantic(),
@@ -170,6 +172,54 @@ async def test_semantic_hit_within_the_same_scope_only() -> None:
     other_system = await service.generate(chat("Which city is the capital of France?", system="Be verbose."))
     assert other_system.cache.layer == "miss"
     assert len(backend.calls) == 2
+
+
+class SlowSemantic(FakeSemantic):
+    """A lookup that waits until the test lets it finish (an embedding that takes a while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def lookup(self, scope, query):
+        await self.release.wait()
+        return await super().lookup(scope, query)
+
+
+async def test_speculative_generation_starts_the_backend_during_the_semantic_lookup() -> None:
+    backend, semantic = FakeBackend(hold_after=1), SlowSemantic()
+    backend.gate = asyncio.Event()
+    service = make_service(backend, semantic, speculative_generation=True)
+    answer = asyncio.create_task(service.generate(chat()))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(backend.calls) == 1 and semantic.lookups == 0  # the backend runs before the lookup has answered
+    semantic.release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    backend.gate.set()
+    result = await answer
+    assert result.cache.layer == "miss" and result.text == "The capital is Paris."
+    await service._settle()
+    assert len(backend.calls) == 1 and backend.closed_early == 0
+
+
+async def test_a_semantic_hit_cancels_the_speculative_generation_and_stores_nothing_from_it() -> None:
+    backend, semantic, exact = FakeBackend(), SlowSemantic(), FakeExact()
+    service = make_service(backend, semantic, exact, speculative_generation=True)
+    semantic.release.set()
+    await service.generate(chat())
+    await service._settle()
+    semantic.release.clear()
+    backend.gate = asyncio.Event()  # the speculative call must not finish on its own
+    paraphrase = asyncio.create_task(service.generate(chat("Which city is the capital of France?")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(backend.calls) == 2
+    semantic.release.set()
+    result = await paraphrase
+    assert result.cache.layer == "semantic" and result.text == "The capital is Paris."
+    assert backend.closed_early == 1 and len(exact.entries) == 1
 
 
 async def test_a_hit_replays_as_a_stream() -> None:
