@@ -17,7 +17,7 @@ from rich.text import Text
 
 from clients.workload import workload
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode="markdown")
 #: Wide enough for the sweep table when stdout is a file or a pipe.
 out = Console(width=max(Console().width, 150))
 err = Console(stderr=True)
