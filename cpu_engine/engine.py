@@ -71,6 +71,9 @@ class LlamaEngine:
         params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.cache_prompt = config.enable_kv_cache_reuse
         params.cache_ram_mib = config.host_cache_mib if config.enable_kv_cache_reuse else 0
+        # With a host cache llama.cpp moves an idle slot's KV there when a new task starts; without one that
+        # would simply drop it, so idle slots then keep their KV in place (reusable on the same slot).
+        params.cache_idle_slots = params.cache_ram_mib != 0
         params.hostnames = [str(self._socket_dir / "llama.sock")]
         self.api_key = secrets.token_urlsafe(32)
         params.api_keys = [self.api_key]

@@ -68,23 +68,31 @@ async def test_v1_runs_a_batch_to_completion_before_admitting_the_next(client) -
 
 
 async def test_full_queue_rejects_with_a_clear_error(client) -> None:
-    async with engine_config(client, max_batch_size=1, dynamic_batching={"max_queue_size": 1}):
-        started = asyncio.Event()
+    slots = (await model_config(client, "tensorrt_llm"))["max_batch_size"]
 
-        async def on_first(generation):
-            started.set()
+    def request(max_tokens: int):
+        return id_inputs(prompt_ids("Write a poem about autumn."), max_tokens, streaming=True, end_id=-1)
 
-        def request(max_tokens: int):
-            return id_inputs(prompt_ids("Write a poem about autumn."), max_tokens, streaming=True)
+    async with engine_config(client, dynamic_batching={"max_queue_size": 1}):
+        running = []
+        for _ in range(slots):  # one by one: Triton's own queue holds max_queue_size too
+            started = asyncio.Event()
 
-        running = asyncio.ensure_future(generate(client, "tensorrt_llm", request(40), on_response=on_first))
-        await asyncio.wait_for(started.wait(), 60)
+            async def on_response(generation, started=started):
+                started.set()
+
+            running.append(asyncio.ensure_future(generate(client, "tensorrt_llm", request(400),
+                                                          on_response=on_response)))
+            await asyncio.wait_for(started.wait(), 120)
         waiting = asyncio.ensure_future(generate(client, "tensorrt_llm", request(4)))
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.5)
         rejected = await generate(client, "tensorrt_llm", request(4))
+        for task in running:
+            task.cancel()
         assert rejected.error is not None
         assert "queue full" in str(rejected.error) and "max_queue_size=1" in str(rejected.error)
-        assert (await running).error is None and (await waiting).error is None
+        waited = await asyncio.wait_for(waiting, 120)
+        assert waited.error is None, (waited.error.status(), waited.error.message())
 
 
 async def test_greedy_output_is_identical_with_and_without_prefix_reuse(client) -> None:
