@@ -72,7 +72,7 @@ async def run(url: str, args) -> dict:
         await client.load_model("tensorrt_llm", config=json.dumps(
             with_changes(original, parameters={"enable_kv_cache_reuse": False})))
         no_reuse = await measure(client, system, questions, args.max_tokens)
-        await client.load_model("tensorrt_llm")
+        await client.load_model("tensorrt_llm", config=json.dumps(original))
     finally:
         await client.close()
     ttft_reuse = median_ms([r.ttft_s for r in reuse])

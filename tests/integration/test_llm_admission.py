@@ -33,7 +33,8 @@ async def engine_config(client, **changes):
     try:
         yield
     finally:
-        await client.load_model("tensorrt_llm")
+        # With no config Triton keeps the override (the files did not change): restore it explicitly.
+        await client.load_model("tensorrt_llm", config=json.dumps(original))
 
 
 def prompt_ids(question: str) -> list[int]:
