@@ -102,10 +102,14 @@ def main() -> None:
     parser.add_argument("--static-delay-ms", type=int, default=5000)
     parser.add_argument("--dynamic-delay-ms", type=int, default=50)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--strategies", nargs="+", default=["static", "dynamic", "continuous"],
+                        choices=["static", "dynamic", "continuous"])
     args = parser.parse_args()
     jobs = workload(args.requests, args.min_len, args.max_len, args.rate, args.seed)
     measured = {}
     for name, overrides in strategies(args.slots, args.static_delay_ms * 1000, args.dynamic_delay_ms * 1000).items():
+        if name not in args.strategies:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             repository = render_llm_repository(Path(tmp) / "repository", {"tensorrt_llm": overrides},
                                                models=("tensorrt_llm",))
@@ -113,6 +117,8 @@ def main() -> None:
                 measured[name] = asyncio.run(drive(server.grpc_url, jobs))
         print(f"{name:10s} {json.dumps(measured[name])}", flush=True)
     gain = ideal_gain([length for _, _, length in jobs], args.slots)
+    if len(measured) < 3:
+        return
     print(json.dumps({
         "bench": "batching_strategies", "machine": MACHINE, "requests": args.requests, "rate_per_s": args.rate,
         "output_len_range": [args.min_len, args.max_len], "slots": args.slots,
