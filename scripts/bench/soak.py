@@ -35,7 +35,7 @@ from stack.valkey import ValkeyServer  # noqa: E402
 from tests.reliability.stack_probe import descendants, listener_pid, rss_kib  # noqa: E402
 
 KEY = "sk-soak"
-LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "embedding")
+LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls", "embedding")
 
 
 def rss_mib(port: int) -> float:

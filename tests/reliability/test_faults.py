@@ -35,14 +35,14 @@ from tests.reliability.stack_probe import signal_group
 
 pytestmark = pytest.mark.integration
 
-LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "embedding")
+LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble", "tensorrt_llm_bls", "embedding")
 #: What the orchestrator under fault is configured with (and what the tests hold it to).
 #: Generous enough that a busy 2-core machine does not time out healthy requests under the test load.
 FIRST_RESPONSE_TIMEOUT_S = 15.0
 #: Deadline of a whole generation (the slow-backend test runs into it).
 REQUEST_TIMEOUT_S = 12.0
 #: Deadline of the embedding call the semantic lookup makes first (a frozen Triton costs both, one after other).
-UNARY_TIMEOUT_S = 2.0
+UNARY_TIMEOUT_S = 5.0
 REDIS_RETRY_AFTER_S = 0.5
 
 
@@ -79,8 +79,11 @@ def trio(triton_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         stack.triton.start()
         try:
-            with stack.orchestrator:
+            stack.orchestrator.start(timeout_s=180)  # a busy machine makes the first readiness checks slow
+            try:
                 yield stack
+            finally:
+                stack.orchestrator.stop()
         finally:
             stack.triton.stop()
     finally:
@@ -108,7 +111,14 @@ def _background_load(url: str, duration_s: float, result: dict) -> threading.Thr
             await target.close()
         result.update(summary.to_dict())
 
-    thread = threading.Thread(target=lambda: asyncio.run(drive()), name="load")
+    def main() -> None:
+        try:
+            asyncio.run(drive())
+        except BaseException as error:  # the test reports it: a load that died is a failed request
+            result["exception"] = repr(error)
+            raise
+
+    thread = threading.Thread(target=main, name="load")
     thread.start()
     return thread
 
@@ -152,6 +162,7 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
                         interval_s=0.2)
     load.join(60)
     assert not load.is_alive()
+    assert "exception" not in result, result["exception"]
     report("redis_killed", downtime_s=round(returned - killed, 2), first_lookup_s=round(first_use_s, 2),
            first_write_s=round(first_write_s, 2),
            exact_hit_s=round(first_write_s + resumed_s, 2),
@@ -221,6 +232,8 @@ def test_triton_killed_fails_fast_ends_streams_caches_nothing_partial_and_recove
 
 
 def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
+    """A Triton that accepts and never answers (SIGSTOP): the request ends at the earlier of the first-response
+    and whole-request deadlines (the semantic lookup's embedding runs beside the generation, not before it)."""
     group = signal_group(trio.triton.grpc_port, signal.SIGSTOP)
     try:
         started = time.monotonic()
@@ -228,13 +241,18 @@ def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
         elapsed = time.monotonic() - started
     finally:
         os.killpg(group, signal.SIGCONT)
-    report("triton_frozen", status=response.status_code, elapsed_s=round(elapsed, 2),
-           unary_timeout_s=UNARY_TIMEOUT_S, first_response_timeout_s=FIRST_RESPONSE_TIMEOUT_S)
+    # Triton 2.51's Python backend may not survive the freeze (its stub heartbeat lapses; seen: SIGSEGV on thaw).
+    time.sleep(2)
+    survived = trio.triton.running() and trio.triton.ready()
+    if not survived:
+        trio.triton.stop()
+        trio.triton.start()
+    deadline = min(FIRST_RESPONSE_TIMEOUT_S, REQUEST_TIMEOUT_S)
+    report("triton_frozen", status=response.status_code, elapsed_s=round(elapsed, 2), deadline_s=deadline,
+           triton_survived_thaw=survived)
     assert response.status_code == 504, response.text
-    # The semantic lookup's embedding call times out first (soft: the request goes on), then the generation.
-    assert FIRST_RESPONSE_TIMEOUT_S - 0.5 <= elapsed < UNARY_TIMEOUT_S + FIRST_RESPONSE_TIMEOUT_S + 5
-    # Once thawed, the stack serves again.
-    _until(lambda: trio.post(chat(f"Thawed ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=60,
+    assert deadline - 0.5 <= elapsed < deadline + UNARY_TIMEOUT_S + 5
+    _until(lambda: trio.post(chat(f"Thawed ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=90,
            interval_s=0.5)
 
 
@@ -257,14 +275,13 @@ def _slow_generation(trio: Trio) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
-def test_slow_generation_times_out_at_the_request_deadline(trio: Trio) -> None:
-    """The orchestrator gives up at its deadline and cancels its Triton stream. Whether the engine then stops is
-    Triton's part: 2.51 does not pass the cancellation on through an ensemble (strict xfail in
-    tests/integration/test_triton_llm.py), so the engine's active requests are reported, not asserted."""
+def test_slow_generation_times_out_and_the_engine_request_is_cancelled(trio: Trio) -> None:
+    """The orchestrator gives up at its deadline and cancels its Triton stream; the engine frees the slot
+    (the default LLM model, tensorrt_llm_bls, passes the cancellation on; Triton 2.51's ensemble would not)."""
     response, elapsed = _slow_generation(trio)
-    time.sleep(5)
-    report("slow_generation", status=response.status_code, elapsed_s=round(elapsed, 2),
-           request_timeout_s=REQUEST_TIMEOUT_S, engine_active_5s_later=_engine_requests(trio, "active"))
     assert response.status_code == 504, response.text[:300]
     assert response.json()["error"]["type"] == "timeout"
     assert elapsed < REQUEST_TIMEOUT_S + UNARY_TIMEOUT_S + 5
+    freed_s = _until(lambda: _engine_requests(trio, "active") == 0, timeout_s=15, interval_s=0.2)
+    report("slow_generation", status=response.status_code, elapsed_s=round(elapsed, 2),
+           request_timeout_s=REQUEST_TIMEOUT_S, engine_slot_freed_after_s=round(freed_s, 2))

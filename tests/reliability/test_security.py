@@ -107,7 +107,8 @@ def test_poisoned_exact_entry_is_deleted_not_served(http: httpx.Client, valkey: 
                                                     poison: str) -> None:
     redis = redis_client.Redis.from_url(valkey.url)
     body = chat(f"Name a river in Europe ({poison}).")
-    key = ask(http, ACME_KEY, body).json()["cache"]["key"]
+    # no-cache: a fresh answer (not a semantic hit on another parametrization's question), stored.
+    key = ask(http, ACME_KEY, body, {"cache-control": "no-cache"}).json()["cache"]["key"]
     name = _exact_entry(redis, key_prefix, "acme", key)
     planted = "POISONED ANSWER"
     value = {
