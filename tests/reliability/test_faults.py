@@ -8,6 +8,7 @@ docs/reliability.md; run with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -137,11 +138,15 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
     # its answers are written there.
     redis = redis_client.Redis.from_url(trio.valkey.url)
 
-    def lookups() -> int:
+    def looked_up() -> bool:
+        # A request's cache lookup comes before its generation: a probe that gives up after 0.2 s still makes
+        # one, so this does not wait for the (busy) engine.
+        with contextlib.suppress(httpx.TimeoutException):
+            trio.post(chat("Is the cache back?"), timeout=0.2)
         stats = redis.info("stats")
-        return stats["keyspace_hits"] + stats["keyspace_misses"]
+        return stats["keyspace_hits"] + stats["keyspace_misses"] > 0
 
-    first_use_s = _until(lambda: lookups() > 0, timeout_s=5.0, interval_s=0.05)
+    first_use_s = _until(looked_up, timeout_s=5.0, interval_s=0.05)
     first_write_s = first_use_s + _until(
         lambda: any(True for _ in redis.scan_iter(match=f"{trio.key_prefix}:exact:*")), timeout_s=30.0,
         interval_s=0.05)
@@ -150,8 +155,7 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
 
     def exact_hit() -> bool:
         response = trio.post(probe)
-        assert response.status_code == 200, response.text
-        return response.headers["x-cache"] == "exact"
+        return response.status_code == 200 and response.headers["x-cache"] == "exact"
 
     # A hit costs the probe's own miss first (a generation, queued behind the load on a busy machine).
     resumed_s = _until(exact_hit, timeout_s=30.0, interval_s=0.05)
