@@ -188,6 +188,8 @@ class OrchestratorHttpTarget:
             return Outcome(time.perf_counter() - start, item.kind, error="timeout")
         except openai.APIConnectionError:
             return Outcome(time.perf_counter() - start, item.kind, error="connection")
+        except openai.APIError:  # an `error` event inside the stream (e.g. the deadline passed mid-answer)
+            return Outcome(time.perf_counter() - start, item.kind, error="stream_error")
 
     async def close(self) -> None:
         await self.client.close()
