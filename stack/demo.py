@@ -27,10 +27,10 @@ from stack.triton import TritonServer
 from stack.triton_stats import model_stats
 from stack.valkey import ValkeyServer
 
-#: A long shared system prompt (~1,000 tokens): the second question under it reuses the first one's KV blocks.
+#: A long shared system prompt (~700 tokens): the second question under it reuses the first one's KV blocks.
 HANDBOOK = "You are the support assistant of Northwind Rail. Answer briefly from this handbook.\n" + "\n".join(
     f"Rule {n}: trains on line {n % 7 + 1} leave platform {n % 12 + 1} every {10 + n % 5} minutes; "
-    f"tickets bought after {6 + n % 4} pm are valid until midnight of the next day." for n in range(1, 41)
+    f"tickets bought after {6 + n % 4} pm are valid until midnight of the next day." for n in range(1, 21)
 )
 
 
@@ -46,10 +46,10 @@ def question(text: str) -> list[dict[str, str]]:
 
 
 STEPS = [
-    Step("first question", question("What is the capital of France?"), "miss"),
-    Step("same question again", question("What is the capital of France?"), "exact"),
-    Step("a paraphrase", question("Which city is the capital of France?"), "semantic"),
-    Step("a near miss (other country)", question("What is the capital of Germany?"), "miss"),
+    Step("first question", question("Which city is the capital of France?"), "miss"),
+    Step("same question again", question("Which city is the capital of France?"), "exact"),
+    Step("a paraphrase", question("What city is the capital of France?"), "semantic"),
+    Step("a near miss (other country)", question("Which city is the capital of Germany?"), "miss"),
     Step("long shared system prompt, question 1",
          [{"role": "system", "content": HANDBOOK}, {"role": "user", "content": "How often do line 3 trains leave?"}],
          "miss"),
@@ -83,7 +83,7 @@ def show_batching(console: Console, triton: TritonServer) -> None:
 def ask(client: openai.OpenAI, step: Step) -> tuple[dict[str, Any], float, str]:
     started = time.perf_counter()
     completion = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=step.messages,
-                                                max_tokens=48, temperature=0)
+                                                max_tokens=96, temperature=0)
     elapsed_ms = (time.perf_counter() - started) * 1000
     cache = (completion.model_extra or {}).get("cache", {})
     return cache, elapsed_ms, completion.choices[0].message.content or ""
