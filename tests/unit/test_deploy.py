@@ -248,9 +248,6 @@ def test_engine_path_of_the_gpu_profile_lies_in_the_engine_mount() -> None:
     assert gpt_model_path == mount or gpt_model_path.startswith(mount + "/")
 
 
-@pytest.mark.xfail(strict=True, reason="the [models.*] tokenizer_dir of gpu-h100 is /models/llm/tokenizer, inside the "
-                   "read-only rendered repository where nothing puts a tokenizer; it should be [deploy] "
-                   "tokenizer_mount (/tokenizer). Reported; the [models.*] tables belong to the LLM models.")
 def test_tokenizer_dirs_of_the_gpu_profile_are_the_tokenizer_mount() -> None:
     mount = GPU_PROFILE["deploy"]["tokenizer_mount"]
     models = GPU_PROFILE["models"]
