@@ -129,7 +129,7 @@ def triton(
 
 @app.command()
 def demo() -> None:
-    """Start Valkey + Triton, run the scripted client through the whole path, stop everything."""
+    """Start Valkey, Triton and the orchestrator, chat through every cache layer, stop everything."""
     from stack import demo as demo_module
 
     demo_module.run()
