@@ -83,8 +83,9 @@ def tokens_saved(answer: CachedAnswer) -> int:
     return answer.prompt_tokens + answer.completion_tokens
 
 
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a tenant or prefix is matched literally by SCAN MATCH."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class ExactCache:
@@ -106,8 +107,8 @@ class ExactCache:
         return f"{self.prefix}:stats:{{{tenant}}}"
 
     def _entry_pattern(self, tenant: str | None, namespace: str | None, key: str | None) -> str:
-        parts = [_glob_escape(part) if part else "*" for part in (tenant, namespace, key)]
-        return f"{_glob_escape(self.prefix)}:exact:{{{parts[0]}}}:{parts[1]}:{parts[2]}"
+        parts = [glob_escape(part) if part else "*" for part in (tenant, namespace, key)]
+        return f"{glob_escape(self.prefix)}:exact:{{{parts[0]}}}:{parts[1]}:{parts[2]}"
 
     # Pass-through on failure ------------------------------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class ExactCache:
             if tenant is not None:
                 names = [self.stats_key(tenant)]
             else:
-                names = [n async for n in self.client.scan_iter(match=f"{_glob_escape(self.prefix)}:stats:*",
+                names = [n async for n in self.client.scan_iter(match=f"{glob_escape(self.prefix)}:stats:*",
                                                                 count=SCAN_BATCH)]
             totals = dict.fromkeys(STAT_FIELDS, 0)
             for name in names:

@@ -28,11 +28,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
+from orchestrator.cache.exact import glob_escape
 from orchestrator.cache.guard import GuardSettings, NearMissGuard
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit
 from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, HnswSettings,
-    IndexedEntry, RediSearchIndex, VectorIndex, glob_escape,
+    IndexedEntry, RediSearchIndex, VectorIndex,
 )
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,8 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from orchestrator.cache.exact import glob_escape
+
 # faiss would otherwise start one OpenMP thread per core for every search; a lookup is tiny.
 faiss.omp_set_num_threads(1)
 
@@ -345,8 +347,3 @@ def _partition_key(tenant: str, scope: str) -> str:
 def tag_escape(text: str) -> str:
     """Escape a value for a RediSearch TAG query: every character but letters, digits and '_'."""
     return "".join(c if c.isalnum() or c == "_" else "\\" + c for c in text)
-
-
-def glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so a tenant or prefix is matched literally by SCAN MATCH."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
