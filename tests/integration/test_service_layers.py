@@ -1,4 +1,4 @@
-"""CachedLLMService end to end on the real Valkey (RediSearch) and the real Triton (ensemble + embedding)."""
+"""CachedLLMService end to end on the real Valkey (RediSearch) and the real Triton (the LLM model + embedding)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def chat(text: str, tenant: str = "acme", max_tokens: int = 16) -> GenerationReq
                              params=SamplingParams(max_tokens=max_tokens))
 
 
-async def ensemble_successes(triton) -> int:
+async def backend_successes(triton, service: CachedLLMService) -> int:
+    """Successful inferences of the Triton model the service generates with (its `triton.llm_model`)."""
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     try:
-        stats = await client.get_inference_statistics("ensemble", as_json=True)
+        stats = await client.get_inference_statistics(service.settings.triton.llm_model, as_json=True)
     finally:
         await client.close()
     return int(stats["model_stats"][0]["inference_stats"]["success"].get("count", 0))
@@ -54,10 +55,10 @@ async def test_miss_then_exact_hit_without_touching_triton(service: CachedLLMSer
     miss = await service.generate(request)
     assert miss.cache.layer == "miss" and miss.text and miss.usage.prompt_tokens > 10
     assert miss.usage.completion_tokens > 0 and miss.kv_cache_reused_blocks is not None
-    calls = await ensemble_successes(triton)
+    calls = await backend_successes(triton, service)
     hit = await service.generate(request)
     assert hit.cache.layer == "exact" and hit.text == miss.text and hit.cache.tokens_saved == miss.usage.total_tokens
-    assert await ensemble_successes(triton) == calls
+    assert await backend_successes(triton, service) == calls
     info = await service.exact.entry_info("acme", "default", miss.cache.key)
     assert info["hits"] == 1 and 0 < info["ttl_s"] <= service.settings.cache.ttl_s
 
@@ -88,10 +89,10 @@ async def test_paraphrase_hits_the_semantic_layer_and_a_near_miss_does_not(servi
 
 async def test_identical_concurrent_requests_make_one_backend_call(service: CachedLLMService, triton) -> None:
     request = chat(f"Count to three. ({uuid.uuid4().hex[:6]})")
-    before = await ensemble_successes(triton)
+    before = await backend_successes(triton, service)
     results = await asyncio.gather(*(service.generate(request) for _ in range(4)))
     assert len({r.text for r in results}) == 1
-    assert await ensemble_successes(triton) == before + 1
+    assert await backend_successes(triton, service) == before + 1
 
 
 async def test_a_cancelled_stream_stores_nothing(service: CachedLLMService) -> None:
