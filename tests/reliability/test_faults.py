@@ -157,8 +157,9 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
         response = trio.post(probe)
         return response.status_code == 200 and response.headers["x-cache"] == "exact"
 
-    # A hit costs the probe's own miss first (a generation, queued behind the load on a busy machine).
-    resumed_s = _until(exact_hit, timeout_s=30.0, interval_s=0.05)
+    # A hit costs the probe's own miss first (a generation, queued behind the load's backlog on a busy machine:
+    # the 5 s resumption bound is the lookup above; this only shows that writes resume too).
+    resumed_s = _until(exact_hit, timeout_s=90.0, interval_s=0.05)
     # The semantic layer works again too (its RediSearch index went with the old process): the same question
     # with other punctuation is another exact key in the same semantic scope.
     variant = chat(probe["messages"][0]["content"].replace(").", ")?"), max_tokens=2)
