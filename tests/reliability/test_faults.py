@@ -72,6 +72,18 @@ class Trio:
         return httpx.post(f"{self.orchestrator.http_url}/v1/chat/completions", json=body, headers=auth(ACME_KEY),
                           timeout=timeout)
 
+    def revive_triton(self) -> bool:
+        """Restart Triton if an earlier fault left it dead (Triton 2.51's Python backend may crash after a
+        SIGSTOP/SIGCONT, even seconds later), and wait until the orchestrator serves again.
+        Returns whether Triton was alive."""
+        alive = self.triton.running() and self.triton.ready()
+        if not alive:
+            self.triton.stop()
+            self.triton.start()
+        _until(lambda: self.post(chat(f"Alive? ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=90,
+               interval_s=0.5)
+        return alive
+
 
 @pytest.fixture(scope="module")
 def trio(triton_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
@@ -248,17 +260,12 @@ def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
         os.killpg(group, signal.SIGCONT)
     # Triton 2.51's Python backend may not survive the freeze (its stub heartbeat lapses; seen: SIGSEGV on thaw).
     time.sleep(2)
-    survived = trio.triton.running() and trio.triton.ready()
-    if not survived:
-        trio.triton.stop()
-        trio.triton.start()
+    survived = trio.revive_triton()
     deadline = min(FIRST_RESPONSE_TIMEOUT_S, REQUEST_TIMEOUT_S)
     report("triton_frozen", status=response.status_code, elapsed_s=round(elapsed, 2), deadline_s=deadline,
            triton_survived_thaw=survived)
     assert response.status_code == 504, response.text
     assert deadline - 0.5 <= elapsed < deadline + UNARY_TIMEOUT_S + 5
-    _until(lambda: trio.post(chat(f"Thawed ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=90,
-           interval_s=0.5)
 
 
 def _engine_requests(trio: Trio, kind: str) -> float:
@@ -283,6 +290,7 @@ def _slow_generation(trio: Trio) -> tuple[httpx.Response, float]:
 def test_slow_generation_times_out_and_the_engine_request_is_cancelled(trio: Trio) -> None:
     """The orchestrator gives up at its deadline and cancels its Triton stream; the engine frees the slot
     (the default LLM model, tensorrt_llm_bls, passes the cancellation on; Triton 2.51's ensemble would not)."""
+    trio.revive_triton()
     response, elapsed = _slow_generation(trio)
     assert response.status_code == 504, response.text[:300]
     assert response.json()["error"]["type"] == "timeout"
