@@ -49,8 +49,8 @@ STEPS = [
     Step("first question", question("Which city is the capital of France?"), "miss"),
     Step("same question again", question("Which city is the capital of France?"), "exact"),
     Step("a paraphrase", question("What city is the capital of France?"), "semantic"),
-    Step("a near miss (other country)", question("Which city is the capital of Germany?"), "miss"),
-    Step("long shared system prompt, question 1",
+    Step("near miss: other country", question("Which city is the capital of Germany?"), "miss"),
+    Step("long system prompt, question 1",
          [{"role": "system", "content": HANDBOOK}, {"role": "user", "content": "How often do line 3 trains leave?"}],
          "miss"),
     Step("same system prompt, question 2",
@@ -103,20 +103,22 @@ def run(console: Console | None = None) -> None:
 
         client = openai.OpenAI(base_url=f"{orchestrator.http_url}/v1", api_key="local", max_retries=0, timeout=300)
         table = Table(title="Chat through the orchestrator (openai SDK)")
-        for column, justify in [("#", "right"), ("request", "left"), ("layer", "left"), ("expected", "left"),
-                                ("latency ms", "right"), ("similarity", "right"), ("tokens saved", "right"),
-                                ("KV blocks reused", "right"), ("answer", "left")]:
-            table.add_column(column, justify=justify, overflow="fold")
-        surprises = 0
+        for column, justify in [("#", "right"), ("request", "left"), ("layer", "left"), ("ms", "right"),
+                                ("similarity", "right"), ("tokens saved", "right"), ("KV blocks reused", "right")]:
+            table.add_column(column, justify=justify)
+        answers, surprises = [], []
         for number, step in enumerate(STEPS, 1):
             cache, elapsed_ms, answer = ask(client, step)
             layer = cache.get("layer", "?")
-            surprises += layer != step.expect
+            if layer != step.expect:
+                surprises.append(f"#{number} answered from '{layer}', expected '{step.expect}'")
             similarity = cache.get("similarity")
-            table.add_row(str(number), step.label, f"[bold]{layer}[/]", step.expect, f"{elapsed_ms:,.1f}",
+            table.add_row(str(number), step.label, f"[bold]{layer}[/]", f"{elapsed_ms:,.0f}",
                           "" if similarity is None else f"{similarity:.3f}", str(cache.get("tokens_saved", 0)),
-                          str(cache.get("kv_cache_reused_blocks", "")), answer.strip().replace("\n", " ")[:60])
+                          str(cache.get("kv_cache_reused_blocks", "")))
+            answers.append(f"#{number} {answer.strip()}")
         console.print(table)
-        if surprises:
-            console.print(f"[yellow]{surprises} step(s) answered from another layer than expected[/]")
+        console.print("Answers:\n" + "\n".join(answers), highlight=False)
+        for surprise in surprises:
+            console.print(f"[yellow]{surprise}[/]")
     console.print("[green]Stopped the orchestrator, Triton and Valkey.[/]")
