@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine.chat import format_chat
 from cpu_engine.client import generate, text_inputs
 from stack.triton import TritonServer
-from tests.integration.test_llm_ensemble import metric
+from tests.integration.test_llm_ensemble import LONG_STORY, assert_cancel_frees_the_engine
 
 PROMPT = format_chat([{"role": "user", "content": "Name three rivers in Europe."}])
 
@@ -40,23 +37,8 @@ async def test_bls_with_input_included_returns_prompt_and_answer(client) -> None
 
 
 async def test_cancelling_a_bls_stream_stops_the_engine(client, triton: TritonServer) -> None:
-    prompt = format_chat([{"role": "user", "content": "Write a very long story about a lighthouse."}])
-    three = asyncio.Event()
-
-    async def count(generation):
-        if generation.responses >= 3:
-            three.set()
-
-    task = asyncio.ensure_future(generate(client, "tensorrt_llm_bls", text_inputs(prompt, 2000, stream=True),
-                                          on_response=count))
-    await asyncio.wait_for(three.wait(), 30)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    deadline = time.monotonic() + 5
-    while metric(triton, "nv_trt_llm_request_metrics", 'request_type="active"') > 0:
-        assert time.monotonic() < deadline, "the engine kept generating after the client went away"
-        await asyncio.sleep(0.1)
+    await assert_cancel_frees_the_engine(client, triton, "tensorrt_llm_bls",
+                                         text_inputs(LONG_STORY, 2000, stream=True))
 
 
 async def test_bls_missing_max_tokens_names_the_input(client) -> None:

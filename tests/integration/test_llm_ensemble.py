@@ -86,10 +86,11 @@ async def test_second_request_sharing_a_long_prefix_reuses_blocks_with_identical
     assert again.outputs["kv_cache_reused_blocks"] > 0 and again.text == first.text
 
 
-async def test_cancelled_stream_stops_its_generation(client, triton: TritonServer) -> None:
-    """Directly on tensorrt_llm (Triton 2.51 does not pass an ensemble's cancellation on; the BLS does)."""
-    prompt = format_chat([{"role": "user", "content": "Write a very long story about a lighthouse."}])
-    model, inputs = "tensorrt_llm", id_inputs(tokenizer.encode(tokenizer.load(), prompt), 2000, streaming=True)
+LONG_STORY = format_chat([{"role": "user", "content": "Write a very long story about a lighthouse."}])
+
+
+async def assert_cancel_frees_the_engine(client, triton: TritonServer, model: str, inputs) -> None:
+    """Cancel a streaming generation after three responses; the engine must drop it within 5 s."""
     three = asyncio.Event()
 
     async def count(generation):
@@ -105,6 +106,12 @@ async def test_cancelled_stream_stops_its_generation(client, triton: TritonServe
     while metric(triton, "nv_trt_llm_request_metrics", 'request_type="active"') > 0:
         assert time.monotonic() < deadline, "the engine kept generating after the client went away"
         await asyncio.sleep(0.1)
+
+
+async def test_cancelled_stream_stops_its_generation(client, triton: TritonServer) -> None:
+    """Directly on tensorrt_llm (Triton 2.51 does not pass an ensemble's cancellation on; the BLS does)."""
+    inputs = id_inputs(tokenizer.encode(tokenizer.load(), LONG_STORY), 2000, streaming=True)
+    await assert_cancel_frees_the_engine(client, triton, "tensorrt_llm", inputs)
 
 
 async def test_over_long_prompt_is_refused_with_a_clear_error(client) -> None:
