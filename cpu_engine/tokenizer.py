@@ -32,6 +32,16 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False).ids
 
 
+def encode_prompt(tokenizer: Tokenizer, prompts: list[str]) -> list[int]:
+    """The ids of a request's `text_input`: exactly one non-empty prompt, or a ValueError naming the input."""
+    if len(prompts) != 1:
+        raise ValueError(f"text_input: expected one string per request, got {len(prompts)}")
+    ids = encode(tokenizer, prompts[0])
+    if not ids:
+        raise ValueError("text_input: the prompt is empty")
+    return ids
+
+
 def word_list(tokenizer: Tokenizer, words: list[str]) -> np.ndarray:
     """Upstream's [2, L] word-list tensor: ids back to back (padded with 0), end offsets (padded with -1).
     No words gives [[0], [-1]], which means 'none' to the engine."""

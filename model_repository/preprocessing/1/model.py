@@ -39,12 +39,7 @@ class TritonPythonModel:
         return responses
 
     def _preprocess(self, request):
-        queries = _strings(request, "QUERY")
-        if len(queries) != 1:
-            raise ValueError(f"text_input: expected one string per request, got {len(queries)}")
-        ids = tokenizer.encode(self.tokenizer, queries[0])
-        if not ids:
-            raise ValueError("text_input: the prompt is empty")
+        ids = tokenizer.encode_prompt(self.tokenizer, _strings(request, "QUERY"))
         output_len = pb_utils.get_input_tensor_by_name(request, "REQUEST_OUTPUT_LEN").as_numpy().reshape(-1)
         tensors = {
             "INPUT_ID": np.array([ids], dtype=np.int32),

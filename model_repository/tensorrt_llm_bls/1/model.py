@@ -91,12 +91,7 @@ class TritonPythonModel:
         sender.send(self._response("".join(parts), passthrough), flags=FINAL)
 
     def _engine_request(self, request, request_id):
-        queries = _strings(request, "text_input")
-        if len(queries) != 1:
-            raise ValueError(f"text_input: expected one string per request, got {len(queries)}")
-        ids = tokenizer.encode(self.tokenizer, queries[0])
-        if not ids:
-            raise ValueError("text_input: the prompt is empty")
+        ids = tokenizer.encode_prompt(self.tokenizer, _strings(request, "text_input"))
         max_tokens = _scalar(request, "max_tokens")
         if max_tokens is None:
             raise ValueError("max_tokens: required input missing")
