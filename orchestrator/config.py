@@ -92,6 +92,9 @@ class SemanticSettings(BaseModel):
     threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
     #: Nearest entries considered per lookup (the nearest may be a near miss, the next a paraphrase).
     candidates: int = Field(default=3, ge=1)
+    #: A lookup first waits up to this long for this replica's semantic stores still running in the same
+    #: scope (they embed the question after the answer went out), so an immediate paraphrase finds it.
+    store_wait_s: float = Field(default=2.0, ge=0.0)
     guard: bool = True
     hnsw_m: int = Field(default=16, ge=2)
     hnsw_ef_construction: int = Field(default=200, ge=1)

@@ -140,7 +140,8 @@ class CachedLLMService:
         tokenizer_dir = str(settings.model.tokenizer_dir or "")
         self.format_chat = chat_formatter or _default_chat_formatter(tokenizer_dir)
         self.flights: SingleFlight[StreamChunk] = SingleFlight()
-        self._background: set[asyncio.Task] = set()
+        #: Semantic stores running in the background, with the scope each writes to.
+        self._background: dict[asyncio.Task, Scope] = {}
 
     @classmethod
     async def create(cls, settings: Settings) -> CachedLLMService:
@@ -262,10 +263,11 @@ class CachedLLMService:
 
     # Internals --------------------------------------------------------------------------------------------------
 
-    async def _settle(self, timeout_s: float = 5.0) -> None:
-        """Wait for the background semantic stores started so far."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=timeout_s)
+    async def _settle(self, timeout_s: float = 5.0, scope: Scope | None = None) -> None:
+        """Wait for the background semantic stores started so far (only those of `scope` if given)."""
+        pending = [task for task, stored in self._background.items() if scope is None or stored == scope]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
 
     @staticmethod
     def _check_name(field: str, value: str) -> None:
@@ -296,6 +298,9 @@ class CachedLLMService:
         scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
         speculative = EarlyStart(self._backend_chunks(request, plan, key)) \
             if self.settings.cache.speculative_generation else None
+        # Read your writes: a paraphrase sent as soon as an answer arrived must find it, so stores of this
+        # scope still running here finish first (a miss's first token is not delayed: it started above).
+        await self._settle(self.settings.semantic.store_wait_s, scope)
         hit = await self._soft_semantic("lookup", semantic.lookup(scope, query), None)
         if hit is None:
             return None, speculative
@@ -392,8 +397,11 @@ class CachedLLMService:
             scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
             # The semantic store embeds the query (milliseconds): done in the background, off the stream.
             task = asyncio.create_task(self._store_semantic(semantic, scope, query, answer, plan.ttl_s))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background[task] = scope
+            task.add_done_callback(self._forget_store)
+
+    def _forget_store(self, task: asyncio.Task) -> None:
+        self._background.pop(task, None)
 
     async def _store_semantic(self, semantic: SemanticLayer, scope: Scope, query: str, answer: CachedAnswer,
                               ttl_s: int) -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -114,16 +115,21 @@ class SemanticCache:
     Key layout: `<prefix>:sem:{<tenant>}:<sha256(scope digest, query)>` (a hash: tenant, scope, query,
     answer JSON, float32 vector, expires_at); the same question stored twice in a scope overwrites itself.
     The Redis client must return bytes (decode_responses=False): vectors are binary.
+
+    A miss's lookup and its store embed the same question: the last `recent_vectors` questions' vectors are
+    kept so that the store does not embed again (one embedding per miss, not two, on the engine's CPU).
     """
 
     def __init__(self, redis: Redis, embedder: Embedder, index: VectorIndex, prefix: str = "llmcache",
-                 matcher: SemanticMatcher | None = None, clock=time.time) -> None:
+                 matcher: SemanticMatcher | None = None, clock=time.time, recent_vectors: int = 1024) -> None:
         self.redis = redis
         self.embedder = embedder
         self.index = index
         self.prefix = prefix
         self.matcher = matcher or SemanticMatcher()
         self.clock = clock
+        self.recent_vectors = recent_vectors
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def key_prefix(self) -> str:
@@ -133,9 +139,20 @@ class SemanticCache:
         digest = hashlib.sha256(f"{scope.digest}\0{query}".encode()).hexdigest()
         return f"{self.key_prefix}{{{scope.tenant}}}:{digest}"
 
-    async def lookup(self, scope: Scope, query: str) -> SemanticHit | None:
+    async def embed(self, query: str) -> np.ndarray:
+        """The question's vector: a recent one's from memory, else from the embedder."""
+        vector = self._recent.get(query)
+        if vector is not None:
+            self._recent.move_to_end(query)
+            return vector
         (vector,) = await self.embedder.embed([query])
-        return await self.lookup_vector(scope, query, vector)
+        self._recent[query] = vector
+        if len(self._recent) > self.recent_vectors:
+            self._recent.popitem(last=False)
+        return vector
+
+    async def lookup(self, scope: Scope, query: str) -> SemanticHit | None:
+        return await self.lookup_vector(scope, query, await self.embed(query))
 
     async def lookup_vector(self, scope: Scope, query: str, vector: np.ndarray) -> SemanticHit | None:
         """The lookup after embedding (what the latency goal measures)."""
@@ -162,8 +179,7 @@ class SemanticCache:
     async def store(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-        (vector,) = await self.embedder.embed([query])
-        await self.store_vector(scope, query, answer, ttl_s, vector)
+        await self.store_vector(scope, query, answer, ttl_s, await self.embed(query))
 
     async def store_vector(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int,
                            vector: np.ndarray) -> None:

@@ -145,3 +145,27 @@ async def test_redisearch_index_lost_with_a_redis_restart_is_recreated(client, e
     hit = await cache.lookup(scope, "What makes the sky look blue?")
     assert hit is not None and hit.answer.text == "Rayleigh scattering."
     await cleanup(cache)
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it was asked to embed."""
+
+    def __init__(self, inner: InProcessEmbedder) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    async def embed(self, texts):
+        self.texts.extend(texts)
+        return await self.inner.embed(texts)
+
+
+async def test_a_miss_embeds_its_question_once(client, embedder, prefix) -> None:
+    counting = CountingEmbedder(embedder)
+    cache = await layer(client, counting, "faiss", prefix)
+    scope = Scope("acme", "d" * 64)
+    assert await cache.lookup(scope, "How tall is Mont Blanc?") is None
+    await cache.store(scope, "How tall is Mont Blanc?", answer("4,806 m."), ttl_s=60)
+    hit = await cache.lookup(scope, "What is the height of Mont Blanc?")
+    assert hit is not None and hit.answer.text == "4,806 m."
+    assert counting.texts == ["How tall is Mont Blanc?", "What is the height of Mont Blanc?"]
+    await cleanup(cache)

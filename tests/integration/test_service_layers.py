@@ -77,7 +77,6 @@ async def test_streaming_miss_then_replayed_hit(service: CachedLLMService) -> No
 
 async def test_paraphrase_hits_the_semantic_layer_and_a_near_miss_does_not(service: CachedLLMService) -> None:
     original = await service.generate(chat("What is the capital of France?"))
-    await service._settle()
     paraphrase = await service.generate(chat("What's the capital city of France?"))
     assert paraphrase.cache.layer == "semantic" and paraphrase.text == original.text
     assert paraphrase.cache.similarity >= service.settings.semantic.threshold

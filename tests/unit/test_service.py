@@ -174,6 +174,43 @@ async def test_semantic_hit_within_the_same_scope_only() -> None:
     assert len(backend.calls) == 2
 
 
+class SlowStoreSemantic(FakeSemantic):
+    """A store that waits until the test lets it finish (the embedding after an answer takes a while)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def store(self, scope, query, answer, ttl_s):
+        await self.release.wait()
+        await super().store(scope, query, answer, ttl_s)
+
+
+async def test_a_paraphrase_waits_for_the_store_of_its_scope_still_running() -> None:
+    backend, semantic = FakeBackend(), SlowStoreSemantic()
+    service = make_service(backend, semantic)
+    await service.generate(chat())
+    paraphrase = asyncio.create_task(service.generate(chat("Which city is the capital of France?")))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not paraphrase.done() and semantic.lookups == 1  # the first request's only
+    semantic.release.set()
+    assert (await paraphrase).cache.layer == "semantic" and len(backend.calls) == 1
+
+
+async def test_the_wait_for_a_running_store_is_bounded_and_other_scopes_do_not_wait() -> None:
+    backend, semantic = FakeBackend(), SlowStoreSemantic()
+    service = make_service(backend, semantic)
+    service.settings.semantic.store_wait_s = 0.05
+    await service.generate(chat())
+    other_scope = await asyncio.wait_for(service.generate(chat("Is Paris big?", system="Be verbose.")), 0.04)
+    assert other_scope.cache.layer == "miss"
+    paraphrase = await asyncio.wait_for(service.generate(chat("Which city is the capital of France?")), 5)
+    assert paraphrase.cache.layer == "miss" and len(backend.calls) == 3
+    semantic.release.set()
+    await service._settle()
+
+
 class SlowSemantic(FakeSemantic):
     """A lookup that waits until the test lets it finish (an embedding that takes a while)."""
 
@@ -347,7 +384,8 @@ async def test_a_cancelled_caller_cancels_the_backend() -> None:
 async def test_redis_down_is_pass_through() -> None:
     client = connect(RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0"))
     backend = FakeBackend()
-    service = make_service(backend, exact=ExactCache(client, retry_after_s=60))
+    # The semantic layer lives on the same Redis: down too.
+    service = make_service(backend, FakeSemantic(fail=True), exact=ExactCache(client, retry_after_s=60))
     before = metrics.REDIS_ERRORS.labels("get")._value.get()
     results = [await service.generate(chat()) for _ in range(2)]
     assert all(r.text == "The capital is Paris." and r.cache.layer == "miss" for r in results)
