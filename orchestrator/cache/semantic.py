@@ -117,7 +117,8 @@ class SemanticCache:
     The Redis client must return bytes (decode_responses=False): vectors are binary.
 
     A miss's lookup and its store embed the same question: the last `recent_vectors` questions' vectors are
-    kept so that the store does not embed again (one embedding per miss, not two, on the engine's CPU).
+    kept so that the store does not embed again (one embedding per miss, not two, on the engine's CPU). A
+    lookup in a scope with no entries embeds nothing.
     """
 
     def __init__(self, redis: Redis, embedder: Embedder, index: VectorIndex, prefix: str = "llmcache",
@@ -152,6 +153,10 @@ class SemanticCache:
         return vector
 
     async def lookup(self, scope: Scope, query: str) -> SemanticHit | None:
+        if not await self.index.has_scope(scope.tenant, scope.digest):
+            # Nothing stored in this context (e.g. a conversation's later turns): no embedding, which on a
+            # miss competes with the engine's prefill for CPU.
+            return None
         return await self.lookup_vector(scope, query, await self.embed(query))
 
     async def lookup_vector(self, scope: Scope, query: str, vector: np.ndarray) -> SemanticHit | None:

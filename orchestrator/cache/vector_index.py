@@ -71,6 +71,9 @@ class VectorIndex(Protocol):
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         """Up to k live entries of the tenant's `scope` (digest), most similar first."""
 
+    async def has_scope(self, tenant: str, scope: str) -> bool:
+        """Whether the tenant's `scope` may hold entries (a lookup in an empty one need not embed)."""
+
     async def remove(self, keys: Iterable[str]) -> None: ...
 
     async def remove_tenant(self, tenant: str) -> None: ...
@@ -117,22 +120,32 @@ class RediSearchIndex:
         """Nothing to do: Redis indexed the hash when the semantic layer wrote it."""
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        query = (f"(@{F_SCOPE}:{{{tag_escape(scope)}}} @{F_TENANT}:{{{tag_escape(tenant)}}})"
+        query = (f"{self._scope_filter(tenant, scope)}"
                  f"=>[KNN {k} @{F_VECTOR} $vec EF_RUNTIME {self.hnsw.ef_runtime} AS distance]")
+        reply = await self._search(query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
+                                   "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance",
+                                   "LIMIT", "0", str(k))
+        return [Candidate(key, 1.0 - float(fields["distance"]), fields.get(F_QUERY, ""), fields.get(F_ANSWER))
+                for key, fields in _search_rows(reply)]
+
+    async def has_scope(self, tenant: str, scope: str) -> bool:
+        """One FT.SEARCH for the count only (LIMIT 0 0): a fraction of a millisecond, no vectors compared."""
+        return _search_total(await self._search(self._scope_filter(tenant, scope), "LIMIT", "0", "0")) > 0
+
+    @staticmethod
+    def _scope_filter(tenant: str, scope: str) -> str:
+        return f"(@{F_SCOPE}:{{{tag_escape(scope)}}} @{F_TENANT}:{{{tag_escape(tenant)}}})"
+
+    async def _search(self, query: str, *arguments: object) -> object:
+        """FT.SEARCH's reply; an empty one when the index is gone (Redis restarted without its data: the
+        index is created again and picks up the hashes written since)."""
         try:
-            reply = await self.redis.execute_command(
-                "FT.SEARCH", self.name, query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
-                "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance", "LIMIT", "0", str(k),
-                "DIALECT", "2",
-            )
+            return await self.redis.execute_command("FT.SEARCH", self.name, query, *arguments, "DIALECT", "2")
         except ResponseError as error:
             if "no such index" not in str(error).lower():
                 raise
-            # Redis restarted without its data: create the index again (it picks up hashes written since).
             await self.ensure()
-            return []
-        return [Candidate(key, 1.0 - float(fields["distance"]), fields.get(F_QUERY, ""), fields.get(F_ANSWER))
-                for key, fields in _search_rows(reply)]
+            return [0]
 
     async def remove(self, keys: Iterable[str]) -> None:
         """Nothing to do: deleting the hash removes it from the index."""
@@ -154,6 +167,13 @@ class RediSearchIndex:
         info = await self.redis.execute_command("FT.INFO", self.name)
         fields = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2]))
         return int(float(_text({_text(k): v for k, v in fields.items()}["num_docs"])))
+
+
+def _search_total(reply: object) -> int:
+    """FT.SEARCH's count of matching documents, for both protocols."""
+    if isinstance(reply, dict):
+        return int(reply.get("total_results", reply.get(b"total_results", 0)))
+    return int(list(reply)[0])  # type: ignore[call-overload]
 
 
 def _search_rows(reply: object) -> list[tuple[str, dict[str, str]]]:
@@ -254,6 +274,10 @@ class FaissIndex:
             if len(found) == k:
                 break
         return found
+
+    async def has_scope(self, tenant: str, scope: str) -> bool:
+        partition = self._partitions.get(_partition_key(tenant, scope))
+        return partition is not None and partition.live > 0
 
     async def remove(self, keys: Iterable[str]) -> None:
         self._forget(keys)

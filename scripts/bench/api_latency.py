@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """API latency: exact-cache hits over gRPC and HTTP at concurrency 1 and 32 against a raw redis-py GET, and the
-miss path's overhead (time to first token through the orchestrator vs. the Triton ensemble called directly).
+miss path's overhead (time to first token through the orchestrator vs. its Triton LLM model called directly).
 
 Starts Valkey, Triton (CPU profile) and `python -m orchestrator serve` as child processes (or uses running
 Triton/Redis given by URL), so the load generator never shares an interpreter with the server. The clients
 run on the same machine as the servers: at concurrency 32 both compete for the same cores.
 
-Miss path: chat questions that are never stored (no-store), so every request does the full lookup (exact GET,
-query embedding, vector search) and then calls Triton; the direct path sends the same ensemble inputs (the
-chat rendered with the model's template, as the service does) with tritonclient. The two alternate request by request on fresh prompts of the same shape, so the engine's
-prompt cache helps both equally. Prints a table, then one JSON line last.
+Miss path: chat questions that are never stored (no-store), so every request does the full lookup and then
+calls Triton; the direct path sends the same inputs to the same model (`triton.llm_model`, the BLS by default;
+the chat rendered with the model's template, as the service does) with tritonclient. The two alternate
+request by request on fresh prompts of the same shape, so the engine's prompt cache helps both equally. Two
+scopes: single-turn questions in the default scope, which holds entries (exact GET, query embedding, vector
+search: `miss_overhead_ms`), and second turns of new conversations, whose scopes are empty (exact GET and an
+index count, no embedding: `*_new_conversation`). Prints a table, then one JSON line last.
 """
 
 from __future__ import annotations
@@ -139,16 +142,31 @@ async def exact_hits(orchestrator: OrchestratorProcess, concurrency: int, reques
     return results
 
 
-async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: int, max_tokens: int) -> dict:
-    """Time to first token: orchestrator (gRPC stream, full miss path) vs. the ensemble directly."""
+Messages = list[dict[str, str]]
+
+
+def single_turn(question: str, path: str, index: int) -> Messages:
+    """A one-question chat: the default scope, which holds the warm-up answer, so the lookup embeds."""
+    return [{"role": "user", "content": question}]
+
+
+def new_conversation(question: str, path: str, index: int) -> Messages:
+    """The question as a conversation's second turn, each its own scope with nothing stored: no embedding."""
+    return [{"role": "user", "content": f"Let's talk about boats, conversation {path} {index}."},
+            {"role": "assistant", "content": "Gladly."}, {"role": "user", "content": question}]
+
+
+async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: int, max_tokens: int,
+                    chat: Callable[[str, str, int], Messages]) -> dict:
+    """Time to first token: orchestrator (gRPC stream, full miss path) vs. the LLM model directly."""
     settings = TritonSettings(url=triton_url)
     params = SamplingParams(max_tokens=max_tokens)
     triton = tritonclient.InferenceServerClient(triton_url)
     tokenizer_dir = str(ModelSettings().tokenizer_dir or "")
 
-    async def direct(question: str) -> float:
+    async def direct(messages: Messages) -> float:
         # The text_input the service sends for this chat (its chat formatter, the model's own template).
-        prompt = format_chat([{"role": "user", "content": question}], tokenizer_dir=tokenizer_dir)
+        prompt = format_chat(messages, tokenizer_dir=tokenizer_dir)
         finished = asyncio.Event()
 
         async def requests():
@@ -168,14 +186,14 @@ async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: 
             if final is not None and final.bool_param:
                 break
         finished.set()
-        assert ttft is not None, "the ensemble produced no text"
+        assert ttft is not None, "the LLM model produced no text"
         return ttft
 
     async with grpc.aio.insecure_channel(orchestrator.grpc_target) as channel:
         stub = pb_grpc.OrchestratorStub(channel)
 
-        async def through_orchestrator(question: str) -> float:
-            request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content=question)],
+        async def through_orchestrator(messages: Messages) -> float:
+            request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(**m) for m in messages],
                                          params=pb.SamplingParams(max_tokens=max_tokens),
                                          cache=pb.CacheControls(no_store=True))
             started = time.perf_counter()
@@ -188,19 +206,19 @@ async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: 
             assert ttft is not None, "the orchestrator produced no text"
             return ttft
 
-        def prompt(path: str, index: int) -> str:
+        def messages(path: str, index: int) -> Messages:
             # Same shape for both paths; the varying part is last, so the engine's prompt cache serves the rest.
-            return f"Write one short sentence about the sea, {path} number {index}."
+            return chat(f"Write one short sentence about the sea, {path} number {index}.", path, index)
 
-        await direct(prompt("warm", 0))
-        await through_orchestrator(prompt("warm", 1))
+        await direct(messages("warm-direct", 0))
+        await through_orchestrator(messages("warm-orch", 0))
         backend_before = histogram_totals(orchestrator, "orchestrator_backend_ttft_seconds")
         direct_ttft, orchestrator_ttft = [], []
         for index in range(rounds):
             # Alternate which path goes first, so neither always follows the other.
             order = [("direct", direct, direct_ttft), ("orch", through_orchestrator, orchestrator_ttft)]
             for path, measure, samples in order if index % 2 == 0 else reversed(order):
-                samples.append(await measure(prompt(path, index)))
+                samples.append(await measure(messages(path, index)))
     await triton.close()
     backend_after = histogram_totals(orchestrator, "orchestrator_backend_ttft_seconds")
     backend_mean_ms = 1000 * (backend_after[0] - backend_before[0]) / max(1, backend_after[1] - backend_before[1])
@@ -282,7 +300,10 @@ def main() -> None:
         redis_cn = asyncio.run(redis_get_async(redis_url, value_bytes, c, args.requests))
         hits_c1 = asyncio.run(exact_hits(orchestrator, 1, args.requests))
         hits_cn = asyncio.run(exact_hits(orchestrator, c, args.requests))
-        miss = asyncio.run(miss_ttft(orchestrator, triton_url, args.miss_rounds, args.miss_max_tokens))
+        miss = asyncio.run(miss_ttft(orchestrator, triton_url, args.miss_rounds, args.miss_max_tokens,
+                                     single_turn))
+        fresh = asyncio.run(miss_ttft(orchestrator, triton_url, args.miss_rounds, args.miss_max_tokens,
+                                      new_conversation))
 
     rows = [("redis-py GET", redis_c1, redis_cn), ("gRPC exact hit", hits_c1["grpc"], hits_cn["grpc"]),
             ("HTTP exact hit", hits_c1["http"], hits_cn["http"])]
@@ -291,9 +312,10 @@ def main() -> None:
     for name, one, many in rows:
         print(f"{name:16} {one['p50_ms']:>11} {one['p99_ms']:>11} {many['p50_ms']:>12} {many['rps']:>10} "
               f"{one.get('server_cpu_ms', '-'):>18}")
-    print(f"miss TTFT p50: direct {miss['triton_direct_ttft_p50_ms']} ms, through the orchestrator "
-          f"{miss['orchestrator_miss_ttft_p50_ms']} ms (overhead {miss['miss_overhead_ms']} ms, "
-          f"{miss['miss_overhead_pct']} %)")
+    for name, figures in (("single-turn scope (embeds)", miss), ("new conversation (no embedding)", fresh)):
+        print(f"miss TTFT p50, {name}: direct {figures['triton_direct_ttft_p50_ms']} ms, through the "
+              f"orchestrator {figures['orchestrator_miss_ttft_p50_ms']} ms (overhead "
+              f"{figures['miss_overhead_ms']} ms, {figures['miss_overhead_pct']} %)")
     result = {
         "redis_get_p50_ms": redis_c1["p50_ms"],
         f"redis_get_rps_c{c}": redis_cn["rps"],
@@ -312,6 +334,7 @@ def main() -> None:
         "grpc_exact_hit_client_cpu_ms": hits_c1["grpc"]["client_cpu_ms"],
         "http_exact_hit_client_cpu_ms": hits_c1["http"]["client_cpu_ms"],
         **miss,
+        **{f"{name}_new_conversation": value for name, value in fresh.items()},
         "requests": args.requests,
         "miss_rounds": args.miss_rounds,
     }

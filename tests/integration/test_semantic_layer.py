@@ -159,13 +159,24 @@ class CountingEmbedder:
         return await self.inner.embed(texts)
 
 
-async def test_a_miss_embeds_its_question_once(client, embedder, prefix) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_miss_embeds_its_question_once_and_an_empty_scope_not_at_all(client, embedder, backend,
+                                                                              prefix) -> None:
     counting = CountingEmbedder(embedder)
-    cache = await layer(client, counting, "faiss", prefix)
-    scope = Scope("acme", "d" * 64)
+    cache = await layer(client, counting, backend, prefix)
+    scope, empty = Scope("acme", "d" * 64), Scope("acme", "e" * 64)
+    await cache.store(scope, "Is Mont Blanc in France?", answer("Partly."), ttl_s=60)
+    assert counting.texts == ["Is Mont Blanc in France?"]
+    assert await cache.index.has_scope("acme", scope.digest)
+    assert not await cache.index.has_scope("acme", empty.digest)
+    assert not await cache.index.has_scope("beta", scope.digest)
+    assert await cache.lookup(empty, "How tall is Mont Blanc?") is None
+    assert counting.texts == ["Is Mont Blanc in France?"]  # nothing stored there: nothing embedded
+
     assert await cache.lookup(scope, "How tall is Mont Blanc?") is None
     await cache.store(scope, "How tall is Mont Blanc?", answer("4,806 m."), ttl_s=60)
     hit = await cache.lookup(scope, "What is the height of Mont Blanc?")
     assert hit is not None and hit.answer.text == "4,806 m."
-    assert counting.texts == ["How tall is Mont Blanc?", "What is the height of Mont Blanc?"]
+    assert counting.texts == ["Is Mont Blanc in France?", "How tall is Mont Blanc?",
+                              "What is the height of Mont Blanc?"]
     await cleanup(cache)

@@ -35,6 +35,8 @@ async def test_search_is_confined_to_the_scope() -> None:
     assert [c.key for c in found] == ["a"]
     assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
     assert await index.search("t", "scope-3", unit(1), 5) == []
+    assert await index.has_scope("t", "scope-1") and not await index.has_scope("t", "scope-3")
+    assert not await index.has_scope("other", "scope-1")
 
 
 async def test_nearest_first() -> None:
@@ -65,6 +67,7 @@ async def test_remove_remove_tenant_and_clear() -> None:
     assert [c.key for c in await index.search("x", "s", unit(1), 5)] == ["a"]  # tenants never cross
     await index.remove(["a"])
     assert await index.search("x", "s", unit(1), 5) == []
+    assert not await index.has_scope("x", "s") and await index.has_scope("y", "s")
     assert {c.key for c in await index.search("y", "s", unit(1), 5)} == {"b", "c"}
     await index.remove_tenant("y")
     assert await index.search("y", "s", unit(1), 5) == []
