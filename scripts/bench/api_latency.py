@@ -146,12 +146,13 @@ Messages = list[dict[str, str]]
 
 
 def single_turn(question: str, path: str, index: int) -> Messages:
-    """A one-question chat: the default scope, which holds the warm-up answer, so the lookup embeds."""
+    """A one-question chat: all share one scope, which the seed answer populates, so every lookup embeds."""
     return [{"role": "user", "content": question}]
 
 
 def new_conversation(question: str, path: str, index: int) -> Messages:
-    """The question as a conversation's second turn, each its own scope with nothing stored: no embedding."""
+    """The question as a conversation's second turn, each its own scope with nothing stored (the seed went
+    to a conversation of its own): the lookup embeds nothing."""
     return [{"role": "user", "content": f"Let's talk about boats, conversation {path} {index}."},
             {"role": "assistant", "content": "Gladly."}, {"role": "user", "content": question}]
 
@@ -210,15 +211,23 @@ async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: 
             # Same shape for both paths; the varying part is last, so the engine's prompt cache serves the rest.
             return chat(f"Write one short sentence about the sea, {path} number {index}.", path, index)
 
+        # A stored answer with the measured requests' sampling class (max_tokens is part of a scope), on
+        # another subject (a paraphrase of the measured questions would be a semantic hit).
+        seed = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(**m) for m in chat("Name one ocean.", "seed", 0)],
+                                  params=pb.SamplingParams(max_tokens=max_tokens))
+        await stub.Generate(seed)
+        assert (await stub.Generate(seed)).cache.layer == pb.CACHE_LAYER_EXACT, "the seed answer was not stored"
         await direct(messages("warm-direct", 0))
         await through_orchestrator(messages("warm-orch", 0))
         backend_before = histogram_totals(orchestrator, "orchestrator_backend_ttft_seconds")
+        embeddings_before = await embedding_count(triton)
         direct_ttft, orchestrator_ttft = [], []
         for index in range(rounds):
             # Alternate which path goes first, so neither always follows the other.
             order = [("direct", direct, direct_ttft), ("orch", through_orchestrator, orchestrator_ttft)]
             for path, measure, samples in order if index % 2 == 0 else reversed(order):
                 samples.append(await measure(messages(path, index)))
+        embeddings = await embedding_count(triton) - embeddings_before
     await triton.close()
     backend_after = histogram_totals(orchestrator, "orchestrator_backend_ttft_seconds")
     backend_mean_ms = 1000 * (backend_after[0] - backend_before[0]) / max(1, backend_after[1] - backend_before[1])
@@ -237,7 +246,15 @@ async def miss_ttft(orchestrator: OrchestratorProcess, triton_url: str, rounds: 
         # Where the orchestrator's time goes: its own backend call's TTFT (mean), the rest is lookups + APIs.
         "orchestrator_backend_ttft_mean_ms": round(backend_mean_ms, 3),
         "orchestrator_ttft_mean_ms": round(1000 * statistics.mean(orchestrator_ttft), 3),
+        # 1 where the lookup embeds the question, 0 where its scope is empty.
+        "embeddings_per_miss": round(embeddings / rounds, 2),
     }
+
+
+async def embedding_count(triton: tritonclient.InferenceServerClient) -> int:
+    """Requests the `embedding` model has served (Triton's statistics)."""
+    stats = await triton.get_inference_statistics("embedding", as_json=True)
+    return int(stats["model_stats"][0].get("inference_count", 0))
 
 
 def histogram_totals(orchestrator: OrchestratorProcess, name: str) -> tuple[float, float]:
