@@ -163,6 +163,10 @@ def sweep(
     duration: Annotated[float, typer.Option(help="seconds measured per configuration and concurrency")] = 5.0,
     warmup: Annotated[float, typer.Option(help="seconds of unmeasured load before each measurement")] = 1.0,
     confirm: Annotated[int, typer.Option(help="rounds re-measuring the best and the unbatched baseline alternately")] = 0,
+    driver: Annotated[str, typer.Option(help="load driver: python (asyncio client) or perf_analyzer (C++; "
+                                             "--duration and --warmup do not apply)")] = "python",
+    perf_window_requests: Annotated[int, typer.Option(help="perf_analyzer driver: requests per measurement "
+                                                           "window")] = 500,
     mix: Mix = "fresh=1",
     file: PromptFile = None,
     seed: int = 0,
@@ -173,7 +177,10 @@ def sweep(
     """Load each dynamic-batcher configuration through explicit model control, drive it, read the batches
     Triton formed, and pick the fastest within the p99 budget against the unbatched baseline."""
     from clients import sweep as sweeping
+    from clients.perf import PerfError
 
+    if driver not in sweeping.DRIVERS:
+        raise fail(f"--driver must be one of {', '.join(sweeping.DRIVERS)}, got {driver!r}")
     concurrencies = int_list(concurrency, "--concurrency")
     at = at_concurrency or max(concurrencies)
     if at not in concurrencies:
@@ -204,8 +211,9 @@ def sweep(
 
         try:
             points = asyncio.run(sweeping.run_sweep(http_url, grpc_url, model, candidates, concurrencies,
-                                                    duration, warmup, items, on_point, at, p99_ms, confirm))
-        except (sweeping.SweepError, ValueError) as error:
+                                                    duration, warmup, items, on_point, at, p99_ms, confirm,
+                                                    driver, perf_window_requests))
+        except (sweeping.SweepError, PerfError, ValueError) as error:
             raise fail(str(error), 1) from None
     result = sweeping.result(model, points, at, p99_ms)
     best, baseline = sweeping.choose(points, at, p99_ms)

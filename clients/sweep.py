@@ -8,6 +8,7 @@ configuration is loaded again at the end, also when the sweep fails."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -20,7 +21,8 @@ from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
 from clients.load import Plan, run_load
-from clients.report import Summary
+from clients.perf import PerfSettings, run_perf
+from clients.report import Summary, server_view
 from clients.targets import TritonTarget
 from clients.workload import WorkItem
 from stack.triton_stats import model_stats, stats_after, wait_recorded
@@ -98,14 +100,23 @@ class SweepError(RuntimeError):
     """A candidate Triton refused to load, or the model cannot be swept; the message names it."""
 
 
+#: What drives the load: this package's asyncio client (Python, ~1 ms of CPU per request) or the bundled
+#: perf_analyzer (C++, a fraction of that), which leaves more of a small machine to the server.
+DRIVERS = ("python", "perf_analyzer")
+
+
 class Sweep:
     """Loads candidate configurations of one model and measures them; the original configuration is loaded
     again on exit, also after an error."""
 
     def __init__(self, http_url: str, grpc_url: str, model: str, items: Iterator[WorkItem], duration_s: float,
-                 warmup_s: float, on_point: Callable[[Point], None] = lambda p: None) -> None:
+                 warmup_s: float, on_point: Callable[[Point], None] = lambda p: None, driver: str = "python",
+                 perf_window_requests: int = 500) -> None:
+        if driver not in DRIVERS:
+            raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}")
         self.grpc_url, self.model, self.items = grpc_url, model, items
         self.duration_s, self.warmup_s, self.on_point = duration_s, warmup_s, on_point
+        self.driver, self.perf_window_requests = driver, perf_window_requests
         self.control = httpclient.InferenceServerClient(http_url)
         try:
             self.original = self.control.get_model_config(model)
@@ -126,6 +137,9 @@ class Sweep:
             self.control.load_model(self.model, config=json.dumps(candidate.apply(self.original)))
         except InferenceServerException as error:
             raise SweepError(f"{candidate.label}: Triton refused the config: {error.message()}") from None
+        if self.driver == "perf_analyzer":
+            return [self._point(candidate, concurrency, phase, await self._perf_summary(concurrency))
+                    for concurrency in concurrencies]
         target = TritonTarget(self.grpc_url, self.model)
         await target.open()
         points = []
@@ -137,11 +151,27 @@ class Sweep:
                     before = wait_recorded(self.control, self.model, before, _ok(warm))
                 summary = await run_load(target, self.items, Plan(concurrency=concurrency, duration_s=self.duration_s))
                 summary.server = stats_after(self.control, self.model, before, _ok(summary))
-                points.append(Point(candidate, concurrency, summary.to_dict(), phase))
-                self.on_point(points[-1])
+                points.append(self._point(candidate, concurrency, phase, summary.to_dict()))
         finally:
             await target.close()
         return points
+
+    def _point(self, candidate: BatcherConfig, concurrency: int, phase: str, summary: dict) -> Point:
+        point = Point(candidate, concurrency, summary, phase)
+        self.on_point(point)
+        return point
+
+    async def _perf_summary(self, concurrency: int) -> dict:
+        """perf_analyzer at one concurrency (its own warm-up and stable windows), with Triton's statistics
+        over everything it sent (perf_analyzer's latency split kept beside them as `perf_*`)."""
+        before = model_stats(self.control, self.model)
+        settings = PerfSettings(concurrency_range=f"{concurrency}:{concurrency}:1",
+                                window_requests=self.perf_window_requests)
+        (summary,) = await asyncio.to_thread(run_perf, self.grpc_url, self.model, self.items, settings)
+        perf_view = {f"perf_{name}": value for name, value in summary["server"].items()}
+        summary["server"] = {**server_view(stats_after(self.control, self.model, before, summary["requests"])),
+                             **perf_view}
+        return summary
 
     def __enter__(self) -> Sweep:
         return self
@@ -160,12 +190,14 @@ def _ok(summary: Summary) -> int:
 async def run_sweep(http_url: str, grpc_url: str, model: str, candidates: Sequence[BatcherConfig],
                     concurrencies: Sequence[int], duration_s: float, warmup_s: float, items: Iterator[WorkItem],
                     on_point: Callable[[Point], None] = lambda p: None, at_concurrency: int | None = None,
-                    p99_budget_ms: float = float("inf"), confirm_rounds: int = 0) -> list[Point]:
+                    p99_budget_ms: float = float("inf"), confirm_rounds: int = 0, driver: str = "python",
+                    perf_window_requests: int = 500) -> list[Point]:
     """Every candidate at every concurrency; then, when confirm_rounds > 0, the best candidate and the
     unbatched baseline again, alternately, at at_concurrency: a machine whose load drifts during a long
     sweep then still gives a paired comparison."""
     points: list[Point] = []
-    with Sweep(http_url, grpc_url, model, items, duration_s, warmup_s, on_point) as sweep:
+    with Sweep(http_url, grpc_url, model, items, duration_s, warmup_s, on_point, driver,
+               perf_window_requests) as sweep:
         for candidate in candidates:
             points += await sweep.measure(candidate, concurrencies)
         at = at_concurrency or max(concurrencies)

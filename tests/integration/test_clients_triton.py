@@ -113,6 +113,24 @@ def test_sweep_small_grid(triton: TritonServer, control, tmp_path: Path) -> None
     assert {m.name for m in render_profile(profile)} >= {"embedding"}
 
 
+def test_sweep_driven_by_perf_analyzer(triton: TritonServer, control) -> None:
+    original = control.get_model_config("embedding")
+    result = invoke("sweep", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url, "--model", "embedding",
+                    "--driver", "perf_analyzer", "--perf-window-requests", "30", "--delay-us", "3000",
+                    "--preferred", "-", "--max-batch", "8", "--instances", "1", "--concurrency", "8",
+                    "--p99-ms", "60000", "--json")
+    unbatched, batched = result["points"]
+    for point in result["points"]:
+        server = point["server"]
+        batches = {int(s): n for s, n in server["batches"].items()}
+        # Triton saw at least what perf_analyzer measured (it also sends unmeasured warm-up windows).
+        assert sum(s * n for s, n in batches.items()) == server["inferences"] >= point["requests"] > 0
+        assert max(batches) <= point["config"]["max_batch_size"] and "perf_queue_ms" in server
+    assert set(unbatched["server"]["batches"]) == {"1"} and batched["server"]["mean_batch_size"] > 1.5
+    assert result["batching_gain"] == round(batched["throughput_rps"] / unbatched["throughput_rps"], 2)
+    assert batcher_fields(control.get_model_config("embedding")) == batcher_fields(original)
+
+
 def test_sweep_rejects_a_bad_grid_before_touching_triton(triton: TritonServer, control) -> None:
     original = control.get_model_config("embedding")
     result = runner.invoke(app, ["sweep", "--http-url", triton.http_url, "--grpc-url", triton.grpc_url,
