@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,16 @@ def test_every_profile_renders_to_parsed_configs(profile: str, tmp_path: Path) -
 
 
 def test_embedding_values_come_from_the_profile(tmp_path: Path) -> None:
+    values = tomllib.loads(profile_path("cpu").read_text())["models"]["embedding"]
     (embedding,) = [m for m in render_profile(profile_path("cpu")) if m.name == "embedding"]
-    assert embedding.config.max_batch_size == 32
-    assert list(embedding.config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
-    assert embedding.config.dynamic_batching.default_queue_policy.max_queue_size == 256
-    assert embedding.config.parameters["intra_op_num_threads"].string_value == "1"
+    batcher = embedding.config.dynamic_batching
+    assert embedding.config.max_batch_size == values["max_batch_size"]
+    assert list(batcher.preferred_batch_size) == values["preferred_batch_size"]
+    assert batcher.max_queue_delay_microseconds == values["max_queue_delay_microseconds"]
+    assert batcher.default_queue_policy.max_queue_size == values["max_queue_size"]
+    assert [g.count for g in embedding.config.instance_group] == [values["instance_count"]]
+    assert embedding.config.parameters["intra_op_num_threads"].string_value == \
+        str(values["parameters"]["intra_op_num_threads"])
 
 
 def edited_profile(tmp_path: Path, old: str, new: str, source: str = "cpu") -> Path:
