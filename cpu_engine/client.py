@@ -6,8 +6,11 @@ final. Used by the integration tests and scripts/bench; the orchestrator has its
 
 from __future__ import annotations
 
+import copy
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,8 +137,6 @@ async def model_config(client: grpcaio.InferenceServerClient, model: str) -> dic
 def with_changes(config: Mapping, max_batch_size: int | None = None, parameters: Mapping[str, object] = (),
                  dynamic_batching: Mapping[str, object] = ()) -> dict:
     """A copy of a model config (as JSON) with parameters / max_batch_size / dynamic batching changed."""
-    import copy
-
     changed = copy.deepcopy(dict(config))
     if max_batch_size is not None:
         changed["max_batch_size"] = max_batch_size
@@ -149,3 +150,15 @@ def with_changes(config: Mapping, max_batch_size: int | None = None, parameters:
         else:
             batching[key] = value
     return changed
+
+
+@asynccontextmanager
+async def config_override(client: grpcaio.InferenceServerClient, model: str, **changes) -> AsyncIterator[None]:
+    """The model reloaded with `with_changes(**changes)` (explicit model control), then its config restored:
+    after a config override Triton keeps it until told otherwise, even when the files did not change."""
+    original = await model_config(client, model)
+    await client.load_model(model, config=json.dumps(with_changes(original, **changes)))
+    try:
+        yield
+    finally:
+        await client.load_model(model, config=json.dumps(original))

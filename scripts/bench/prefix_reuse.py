@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
 from cpu_engine.chat import format_chat
-from cpu_engine.client import generate, model_config, text_inputs, with_changes
+from cpu_engine.client import config_override, generate, text_inputs
 from llm_bench import MACHINE, median_ms, render_llm_repository
 from stack.triton import TritonServer
 
@@ -68,11 +68,8 @@ async def run(url: str, args) -> dict:
     try:
         await measure(client, system, ["Who wrote this handbook?"], 4)
         reuse = await measure(client, system, questions, args.max_tokens)
-        original = await model_config(client, "tensorrt_llm")
-        await client.load_model("tensorrt_llm", config=json.dumps(
-            with_changes(original, parameters={"enable_kv_cache_reuse": False})))
-        no_reuse = await measure(client, system, questions, args.max_tokens)
-        await client.load_model("tensorrt_llm", config=json.dumps(original))
+        async with config_override(client, "tensorrt_llm", parameters={"enable_kv_cache_reuse": False}):
+            no_reuse = await measure(client, system, questions, args.max_tokens)
     finally:
         await client.close()
     ttft_reuse = median_ms([r.ttft_s for r in reuse])

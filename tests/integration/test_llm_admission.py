@@ -6,17 +6,16 @@ Each test loads tensorrt_llm with a config override (explicit model control) and
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-from contextlib import asynccontextmanager
 
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
 from cpu_engine.chat import format_chat
-from cpu_engine.client import generate, id_inputs, model_config, with_changes
+from cpu_engine.client import config_override, generate, id_inputs
 from stack.triton import TritonServer
+from tests.engine_queue import full_queue, prompt_ids, request
 
 
 @pytest.fixture
@@ -26,19 +25,8 @@ async def client(triton: TritonServer):
     await client.close()
 
 
-@asynccontextmanager
-async def engine_config(client, **changes):
-    original = await model_config(client, "tensorrt_llm")
-    await client.load_model("tensorrt_llm", config=json.dumps(with_changes(original, **changes)))
-    try:
-        yield
-    finally:
-        # With no config Triton keeps the override (the files did not change): restore it explicitly.
-        await client.load_model("tensorrt_llm", config=json.dumps(original))
-
-
-def prompt_ids(question: str) -> list[int]:
-    return tokenizer.encode(tokenizer.load(), format_chat([{"role": "user", "content": question}]))
+def engine_config(client, **changes):
+    return config_override(client, "tensorrt_llm", **changes)
 
 
 async def long_then_short(client) -> tuple:
@@ -69,31 +57,13 @@ async def test_v1_runs_a_batch_to_completion_before_admitting_the_next(client) -
 
 
 async def test_full_queue_rejects_with_a_clear_error(client) -> None:
-    slots = (await model_config(client, "tensorrt_llm"))["max_batch_size"]
-
-    def request(max_tokens: int):
-        return id_inputs(prompt_ids("Write a poem about autumn."), max_tokens, streaming=True, end_id=-1)
-
-    async with engine_config(client, dynamic_batching={"max_queue_size": 1}):
-        running = []
-        for _ in range(slots):  # one by one: Triton's own queue holds max_queue_size too
-            started = asyncio.Event()
-
-            async def on_response(generation, started=started):
-                started.set()
-
-            running.append(asyncio.ensure_future(generate(client, "tensorrt_llm", request(400),
-                                                          on_response=on_response)))
-            await asyncio.wait_for(started.wait(), 120)
-        waiting = asyncio.ensure_future(generate(client, "tensorrt_llm", request(4)))
-        await asyncio.sleep(0.5)
+    async with full_queue(client) as queue:
         rejected = await generate(client, "tensorrt_llm", request(4))
-        for task in running:
-            task.cancel()
-        assert rejected.error is not None
-        assert "queue full" in str(rejected.error) and "max_queue_size=1" in str(rejected.error)
-        waited = await asyncio.wait_for(waiting, 120)
-        assert waited.error is None, (waited.error.status(), waited.error.message())
+        queue.release()
+        waited = await asyncio.wait_for(queue.waiting, 120)
+    assert rejected.error is not None
+    assert "queue full" in str(rejected.error) and "max_queue_size=1" in str(rejected.error)
+    assert waited.error is None, (waited.error.status(), waited.error.message())
 
 
 async def test_greedy_output_is_identical_with_and_without_prefix_reuse(client) -> None:
