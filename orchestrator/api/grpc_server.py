@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -45,6 +46,39 @@ LAYERS = {"miss": pb.CACHE_LAYER_MISS, "exact": pb.CACHE_LAYER_EXACT, "semantic"
 ROLES = ("system", "user", "assistant", "tool")
 
 
+class Undecodable:
+    """Request bytes that are not a valid message of the method's type (invalid UTF-8 in a string, a
+    truncated field): the handler answers INVALID_ARGUMENT, where grpc's own deserializer failing gives UNKNOWN."""
+
+    def __init__(self, message_type: str, error: DecodeError) -> None:
+        self.message_type = message_type
+        self.error = error
+
+
+def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError as error:
+            return Undecodable(message_class.DESCRIPTOR.full_name, error)
+
+    return deserialize
+
+
+def add_servicer(servicer: OrchestratorServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_OrchestratorServicer_to_server does, with deserializers that pass an
+    undecodable request on to the servicer (see Undecodable)."""
+    service = pb.DESCRIPTOR.services_by_name["Orchestrator"]
+    handlers = {}
+    for method in service.methods:
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming \
+            else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=_tolerant(getattr(pb, method.input_type.name)),
+                                     response_serializer=getattr(pb, method.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def _rpc(endpoint: str) -> Callable:
     """Count and time the call; turn any error into a gRPC status (unexpected ones into a generic INTERNAL).
     Streaming methods write with `context.write`, so a cancelled call is a CancelledError in the handler."""
@@ -55,6 +89,9 @@ def _rpc(endpoint: str) -> Callable:
             observation = RequestObservation("grpc", endpoint)
             status = "OK"
             try:
+                if isinstance(request, Undecodable):
+                    raise InvalidRequest("request", f"not a valid {request.message_type} message "
+                                                    f"({request.error})")
                 return await method(self, request, context, observation)
             except Exception as exc:
                 code, message = grpc_status(exc)
@@ -191,7 +228,7 @@ class GrpcServer:
                  health_interval_s: float = 5.0) -> None:
         self.service = service
         self.server = grpc.aio.server()
-        pb_grpc.add_OrchestratorServicer_to_server(OrchestratorServicer(service, auth, models), self.server)
+        add_servicer(OrchestratorServicer(service, auth, models), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
