@@ -211,11 +211,11 @@ def test_write_batcher_edits_only_the_swept_keys(tmp_path: Path) -> None:
     profile = tmp_path / "cpu.toml"
     shutil.copy(paths.PROFILES_DIR / "cpu.toml", profile)
     before = profile.read_text()
-    write_batcher(str(profile), "embedding", BatcherConfig(16, (8, 16), 750, 2))
+    write_batcher(str(profile), "embedding", BatcherConfig(16, (8, 16), 750, 3))
     after = profile.read_text()
     data = tomllib.loads(after)["models"]["embedding"]
     assert (data["max_batch_size"], data["preferred_batch_size"], data["max_queue_delay_microseconds"],
-            data["instance_count"]) == (16, [8, 16], 750, 2)
+            data["instance_count"]) == (16, [8, 16], 750, 3)
     changed = [line for line in after.splitlines() if line not in before.splitlines()]
     assert len(changed) == 4 and all(line.split(" = ")[0] in {"max_batch_size", "preferred_batch_size",
                                      "max_queue_delay_microseconds", "instance_count"} for line in changed)
