@@ -144,28 +144,27 @@ class Recorder:
             time.sleep(0.01)
 
 
-def test_inflight_starts_a_request_as_soon_as_a_slot_frees() -> None:
+def long_short_then_late(admission_class) -> dict:
+    """Two slots: a long and a short request, then a late one once both run; the spans each ran in."""
     recorder = Recorder()
-    admission = InflightAdmission(slots=2, max_queue_size=0, run=recorder)
+    admission = admission_class(slots=2, max_queue_size=0, run=recorder)
     admission.submit(("long", 0.5))
     admission.submit(("short", 0.05))
     time.sleep(0.1)
     admission.submit(("late", 0.05))
     recorder.wait(3)
     admission.close()
-    assert recorder.spans["late"][0] < recorder.spans["long"][1]
+    return recorder.spans
+
+
+def test_inflight_starts_a_request_as_soon_as_a_slot_frees() -> None:
+    spans = long_short_then_late(InflightAdmission)
+    assert spans["late"][0] < spans["long"][1]
 
 
 def test_v1_admits_the_next_batch_only_after_the_whole_batch_ended() -> None:
-    recorder = Recorder()
-    admission = StaticBatchAdmission(slots=2, max_queue_size=0, run=recorder)
-    admission.submit(("long", 0.5))
-    admission.submit(("short", 0.05))
-    time.sleep(0.1)
-    admission.submit(("late", 0.05))
-    recorder.wait(3)
-    admission.close()
-    assert recorder.spans["late"][0] >= recorder.spans["long"][1]
+    spans = long_short_then_late(StaticBatchAdmission)
+    assert spans["late"][0] >= spans["long"][1]
 
 
 @pytest.mark.parametrize("policy", ["inflight", "v1"])
