@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,14 +48,18 @@ class ManagedProcess:
 
     def stop(self, grace_s: float = 15.0) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the session: children outlive a leader that crashed (Triton's Python stubs do).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
