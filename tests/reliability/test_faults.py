@@ -8,7 +8,6 @@ docs/reliability.md; run with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -151,10 +150,8 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
     redis = redis_client.Redis.from_url(trio.valkey.url)
 
     def looked_up() -> bool:
-        # A request's cache lookup comes before its generation: a probe that gives up after 0.2 s still makes
-        # one, so this does not wait for the (busy) engine.
-        with contextlib.suppress(httpx.TimeoutException):
-            trio.post(chat("Is the cache back?"), timeout=0.2)
+        # The load (still running) makes the lookups. No probe of ours: one that gave up early would cancel
+        # its generation each time, and a stream of cancellations stalls Triton 2.51 (docs/reliability.md).
         stats = redis.info("stats")
         return stats["keyspace_hits"] + stats["keyspace_misses"] > 0
 
