@@ -291,11 +291,10 @@ class CachedLLMService:
         The lookup embeds the query (milliseconds on Triton). With `cache.speculative_generation` the backend
         call starts at the same time, so a miss pays no embedding latency before its first token; a hit
         closes that stream, which cancels the generation (or leaves a flight others still follow)."""
-        query = keys.semantic_query(request)
-        semantic = await self._semantic_layer() if query is not None else None
-        if semantic is None:
+        target = await self._semantic_target(request, plan)
+        if target is None:
             return None, None
-        scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
+        semantic, scope, query = target
         speculative = EarlyStart(self._backend_chunks(request, plan, key)) \
             if self.settings.cache.speculative_generation else None
         # Read your writes: a paraphrase sent as soon as an answer arrived must find it, so stores of this
@@ -323,6 +322,16 @@ class CachedLLMService:
         if not leader:
             metrics.SINGLEFLIGHT_JOINED.inc()
         return chunks
+
+    async def _semantic_target(self, request: GenerationRequest, plan: policy.CachePlan
+                               ) -> tuple[SemanticLayer, Scope, str] | None:
+        """Where the semantic layer looks this request up and stores its answer: the layer, the scope and the
+        query; None when the request has no semantic query or the layer is unavailable."""
+        query = keys.semantic_query(request)
+        semantic = await self._semantic_layer() if query is not None else None
+        if semantic is None:
+            return None
+        return semantic, Scope(request.tenant, keys.scope_digest(request, plan.namespace)), query
 
     async def _semantic_layer(self) -> SemanticLayer | None:
         """The semantic layer, building it first if that is pending and due."""
@@ -391,10 +400,9 @@ class CachedLLMService:
             return
         if await self.exact.set(request.tenant, plan.namespace, answer, plan.ttl_s):
             metrics.CACHE_STORES.labels("exact").inc()
-        query = keys.semantic_query(request)
-        semantic = await self._semantic_layer() if query is not None else None
-        if semantic is not None:
-            scope = Scope(request.tenant, keys.scope_digest(request, plan.namespace))
+        target = await self._semantic_target(request, plan)
+        if target is not None:
+            semantic, scope, query = target
             # The semantic store embeds the query (milliseconds): done in the background, off the stream.
             task = asyncio.create_task(self._store_semantic(semantic, scope, query, answer, plan.ttl_s))
             self._background[task] = scope
