@@ -1,25 +1,46 @@
 """The orchestrator's configuration: one `Settings` read from the environment (prefix `ORCH_`).
 
 Sections are nested models; set a field with `ORCH_<SECTION>__<FIELD>`, e.g. `ORCH_REDIS__URL`,
-`ORCH_CACHE__TTL_S`, `ORCH_TRITON__URL`. Every value the service needs lives here, with its default and the
-reason for it; nothing else reads the environment for the service.
+`ORCH_CACHE__TTL_S`, `ORCH_TRITON__URL` (or a whole section as JSON, `ORCH_<SECTION>='{...}'`). Every value the
+service needs lives here, with its default and the reason for it; nothing else reads the environment for the
+service. Nothing is silently ignored either: an `ORCH_*` variable or env-file key that names no setting stops
+the start (`UnknownSettingError`, with the nearest valid name), and so does an unknown field in a section.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.api.settings import ApiSettings
 
+ENV_PREFIX = "ORCH_"
+ENV_NESTED_DELIMITER = "__"
+
 SampledPolicy = Literal["bypass", "seeded", "cache"]
 IndexBackend = Literal["redisearch", "faiss"]
+#: The near-miss guard's checks, as orchestrator.cache.guard.CHECKS names them (a unit test keeps them equal).
+GuardCheck = Literal["numbers", "negation", "antonym", "order", "entity", "unit", "time"]
+
+#: Sections reject fields they do not have (a misspelt key in JSON, a keys file or an env file).
+STRICT = ConfigDict(extra="forbid")
+
+
+class UnknownSettingError(ValueError):
+    """An ORCH_* environment variable or env-file key that no setting reads."""
 
 
 class RedisSettings(BaseModel):
+    model_config = STRICT
+
     url: str = "redis://127.0.0.1:6379/0"
     #: Short timeouts: a slow or dead Redis must cost a request milliseconds, never seconds (pass-through).
     socket_timeout_s: float = Field(default=0.25, gt=0)
@@ -32,6 +53,8 @@ class RedisSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
+    model_config = STRICT
+
     url: str = "127.0.0.1:8001"
     #: The text-in/text-out model: upstream's `tensorrt_llm_bls` or `ensemble` (same inputs and outputs). BLS by
     #: default: Triton 2.51 does not pass a client's cancellation through an ensemble to the engine, so a
@@ -50,6 +73,8 @@ class TritonSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
+    model_config = STRICT
+
     #: The name clients use in `model`; requests for other names are rejected.
     name: str = "SmolLM2-135M-Instruct"
     #: tokenizer.json + chat_template.jinja of the served model; None: the CPU profile's exported SmolLM2 files.
@@ -66,6 +91,8 @@ class ModelSettings(BaseModel):
 
 
 class CacheSettings(BaseModel):
+    model_config = STRICT
+
     enabled: bool = True
     ttl_s: int = Field(default=86_400, ge=1)
     max_ttl_s: int = Field(default=30 * 86_400, ge=1)
@@ -74,8 +101,11 @@ class CacheSettings(BaseModel):
     #: Requests with temperature > 0: "bypass" (neither cached nor merged), "seeded" (only those with a seed,
     #: which the engine reproduces), "cache" (all; repeated requests then get one sample).
     sampled_requests: SampledPolicy = "bypass"
-    #: Whether an answer cut by max_tokens (finish_reason "length") may be stored.
-    store_truncated: bool = False
+    #: Whether an answer cut by max_tokens (finish_reason "length") is stored. It is what the same request gets
+    #: again: the exact key and the semantic scope both include max_tokens, so only a request with the same limit
+    #: (and, for a greedy one, the same deterministic decoding) is ever answered with it. False stores only
+    #: answers that ended on their own (end of sequence or a stop word).
+    store_truncated: bool = True
     #: Start the backend call while the semantic lookup embeds the query, so a miss reaches its first token
     #: without waiting for the embedding; a semantic hit cancels that call (a little prefill is wasted).
     #: Off by default: Triton 2.51 (the CPU build) crashes under a steady stream of such cancellations of
@@ -86,6 +116,8 @@ class CacheSettings(BaseModel):
 
 class SemanticSettings(BaseModel):
     """Read by orchestrator.cache.semantic (config_from_settings); meanings are documented there."""
+
+    model_config = STRICT
 
     enabled: bool = True
     index: IndexBackend = "redisearch"
@@ -98,6 +130,10 @@ class SemanticSettings(BaseModel):
     #: scope (they embed the question after the answer went out), so an immediate paraphrase finds it.
     store_wait_s: float = Field(default=2.0, ge=0.0)
     guard: bool = True
+    #: Which checks the near-miss guard runs (orchestrator.cache.guard); all by default.
+    guard_checks: tuple[GuardCheck, ...] = get_args(GuardCheck)
+    #: Zipf word frequency (log10 per billion words) below which a word counts as specific (the entity check).
+    guard_rare_zipf: float = Field(default=3.3, ge=0.0, le=8.0)
     hnsw_m: int = Field(default=16, ge=2)
     hnsw_ef_construction: int = Field(default=200, ge=1)
     #: HNSW search beam width (RediSearch's default 10 recalls poorly at 100k entries).
@@ -107,7 +143,8 @@ class SemanticSettings(BaseModel):
 class Settings(BaseSettings):
     """All orchestrator settings. The API layer adds its own section (`api`) as a field here."""
 
-    model_config = SettingsConfigDict(env_prefix="ORCH_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER,
+                                      extra="forbid")
 
     redis: RedisSettings = Field(default_factory=RedisSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
@@ -115,3 +152,110 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     semantic: SemanticSettings = Field(default_factory=SemanticSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The default sources, after checking that every ORCH_* variable and env-file key names a setting."""
+        check_names(getattr(env_settings, "env_vars", {}), "in the environment", only_prefixed=True)
+        env_file = getattr(dotenv_settings, "env_file", None)
+        check_names(getattr(dotenv_settings, "env_vars", {}), f"in the env file {env_file}", only_prefixed=False)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+
+def setting_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every variable name a setting can be given by: ORCH_<SECTION> (the section as JSON) and
+    ORCH_<SECTION>__<FIELD>, e.g. ORCH_TRITON__URL."""
+    names = []
+    for name, field in model.model_fields.items():
+        env_name = f"{prefix}{name.upper()}"
+        names.append(env_name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += setting_names(field.annotation, env_name + ENV_NESTED_DELIMITER)
+    return names
+
+
+def check_names(names: Iterable[str], where: str, only_prefixed: bool) -> None:
+    """Raise UnknownSettingError for the first name that is no setting (ORCH_* names only if `only_prefixed`);
+    names compare case-insensitively, as pydantic-settings reads them."""
+    valid = setting_names()
+    known = set(valid)
+    for name in names:
+        upper = name.upper()
+        if upper in known or (only_prefixed and not upper.startswith(ENV_PREFIX)):
+            continue
+        close = difflib.get_close_matches(upper, valid, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "`python -m orchestrator config --format env` lists them"
+        raise UnknownSettingError(f"unknown setting {upper} {where}; {hint}")
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    """The variable that sets the value at `loc` (a pydantic error location); deeper parts (a key grant's
+    field) follow in brackets, with API keys masked."""
+    head = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc[:2])
+    rest = [mask_key(str(part)) if loc[:2] == ("api", "keys") and index == 0 else str(part)
+            for index, part in enumerate(loc[2:])]
+    return f"{head}[{'.'.join(rest)}]" if rest else head
+
+
+def describe_validation_error(error: ValidationError, section: str | None = None) -> str:
+    """One line naming every bad setting by its variable, and what is wrong (values are not echoed: some are
+    secrets). `section`: the error comes from validating that section alone."""
+    problems = []
+    for item in error.errors():
+        message = "not a setting" if item["type"] == "extra_forbidden" else item["msg"]
+        loc = ((section,) if section else ()) + tuple(item["loc"])
+        problems.append(f"{env_name(loc)}: {message}")
+    return "; ".join(problems)
+
+
+MASK = "***"
+
+
+def mask_key(key: str) -> str:
+    """An API key as it may be shown: a fingerprint that tells keys apart without revealing them."""
+    return f"{MASK}sha256:{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with a password (in its user info or a `password=` query parameter) replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:{MASK}@{netloc.rpartition('@')[2]}"
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(name.lower() == "password" for name, _ in pairs):
+        query = urllib.parse.urlencode([(n, MASK if n.lower() == "password" else v) for n, v in pairs], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query)) if (netloc, query) != (
+        parts.netloc, parts.query) else url
+
+
+def masked_settings(settings: Settings) -> dict:
+    """The settings as JSON-able data with every secret masked: API keys, the admin key (and any other
+    SecretStr), passwords in URLs."""
+    def mask(value):
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return mask_url(value) if isinstance(value, str) and "://" in value else value
+
+    data = mask(settings.model_dump(mode="json"))  # json mode already shows SecretStr values as **********
+    data["api"]["keys"] = {mask_key(key): grant for key, grant in settings.api.model_dump(mode="json")["keys"].items()}
+    return data
+
+
+def setting_lines(data: dict) -> list[str]:
+    """`masked_settings` output as env-file lines, ORCH_<SECTION>__<FIELD>=value (unset values as comments)."""
+    lines = []
+    for section, fields in data.items():
+        for name, value in fields.items():
+            variable = f"{ENV_PREFIX}{section.upper()}{ENV_NESTED_DELIMITER}{name.upper()}"
+            if value is None:
+                lines.append(f"# {variable} unset")
+            else:
+                lines.append(f"{variable}={value if isinstance(value, str) else json.dumps(value)}")
+    return lines

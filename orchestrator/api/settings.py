@@ -6,12 +6,14 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class KeyGrant(BaseModel):
     """What one API key may do: act as `tenant`, in the cache namespace `namespace` unless the request
     picks another one from `namespaces`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tenant: str = Field(min_length=1)
     namespace: str | None = None
@@ -29,6 +31,8 @@ class ApiSettings(BaseModel):
     """ORCH_API__KEYS is a JSON object `{"<key>": "<tenant>"}` or `{"<key>": {"tenant": ..., "namespace": ...,
     "namespaces": [...]}}`; ORCH_API__KEYS_FILE names a TOML file with the same `keys` table and an optional
     `admin_key`; ORCH_API__ADMIN_KEY sets the admin key."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
