@@ -36,6 +36,7 @@ from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, HnswSettings,
     IndexedEntry, RediSearchIndex, VectorIndex,
 )
+from orchestrator.config import SemanticSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -245,27 +246,20 @@ async def build_index(config: SemanticConfig, redis: Redis, prefix: str) -> Vect
     return faiss_index
 
 
-def config_from_settings(semantic_settings: object) -> SemanticConfig:
-    """SemanticConfig from orchestrator.config's `semantic` section; fields it lacks keep their defaults."""
-    def get(name: str, default):
-        return getattr(semantic_settings, name, default)
-
-    defaults = SemanticConfig()
-    guard = GuardSettings(enabled=bool(get("guard", True)),
-                          checks=frozenset(get("guard_checks", defaults.guard.checks)),
-                          rare_zipf=float(get("guard_rare_zipf", defaults.guard.rare_zipf)))
-    hnsw = HnswSettings(m=int(get("hnsw_m", defaults.hnsw.m)),
-                        ef_construction=int(get("hnsw_ef_construction", defaults.hnsw.ef_construction)),
-                        ef_runtime=int(get("ef_runtime", defaults.hnsw.ef_runtime)))
-    return SemanticConfig(threshold=float(get("threshold", defaults.threshold)),
-                          candidates=int(get("candidates", defaults.candidates)),
-                          index=str(get("index", defaults.index)), hnsw=hnsw, guard=guard)
+def config_from_settings(semantic: SemanticSettings) -> SemanticConfig:
+    """SemanticConfig from orchestrator.config's `semantic` section."""
+    guard = GuardSettings(enabled=semantic.guard, checks=frozenset(semantic.guard_checks),
+                          rare_zipf=semantic.guard_rare_zipf)
+    hnsw = HnswSettings(m=semantic.hnsw_m, ef_construction=semantic.hnsw_ef_construction,
+                        ef_runtime=semantic.ef_runtime)
+    return SemanticConfig(threshold=semantic.threshold, candidates=semantic.candidates, index=semantic.index,
+                          hnsw=hnsw, guard=guard)
 
 
-async def build_semantic_layer(settings: object, redis: Redis, embedder: Embedder) -> SemanticCache:
+async def build_semantic_layer(settings: Settings, redis: Redis, embedder: Embedder) -> SemanticCache:
     """The layer the service uses, from the orchestrator's Settings (`semantic` and `redis.key_prefix`)."""
-    config = config_from_settings(getattr(settings, "semantic"))
-    prefix = getattr(getattr(settings, "redis"), "key_prefix", "llmcache")
+    config = config_from_settings(settings.semantic)
+    prefix = settings.redis.key_prefix
     index = await build_index(config, redis, prefix)
     matcher = SemanticMatcher(config.threshold, NearMissGuard(config.guard), config.candidates)
     return SemanticCache(redis, embedder, index, prefix, matcher)

@@ -128,3 +128,19 @@ def test_config_from_the_orchestrator_settings() -> None:
     assert config.index == "redisearch" and config.guard.enabled
     custom = config_from_settings(Settings(semantic={"threshold": 0.9, "index": "faiss", "guard": False}).semantic)
     assert (custom.threshold, custom.index, custom.guard.enabled) == (0.9, "faiss", False)
+
+
+def test_the_guard_is_configured_from_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cache.guard import CHECKS, GuardSettings
+    from orchestrator.cache.semantic import config_from_settings
+    from orchestrator.config import Settings
+
+    assert config_from_settings(Settings().semantic).guard == GuardSettings()  # same defaults, same check names
+    assert Settings().semantic.guard_checks == CHECKS
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_CHECKS", '["numbers", "negation"]')
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_RARE_ZIPF", "2.5")
+    guard = config_from_settings(Settings().semantic).guard
+    assert (guard.checks, guard.rare_zipf) == ({"numbers", "negation"}, 2.5)
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_CHECKS", '["numbers", "spelling"]')
+    with pytest.raises(ValueError, match="guard_checks"):
+        Settings()
