@@ -30,8 +30,6 @@ def orchestrator(triton: TritonServer, valkey: ValkeyServer, tmp_path_factory: p
         "ORCH_API__ADMIN_KEY": ADMIN_KEY,
         # Entries of this session only: other tests share the Valkey server.
         "ORCH_REDIS__KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-        # Short max_tokens keep the CPU engine quick; answers cut by them are then still cached.
-        "ORCH_CACHE__STORE_TRUNCATED": "true",
     }
     with OrchestratorProcess(triton.grpc_url, valkey.url, env=env, log_path=log_path) as server:
         yield server

@@ -132,7 +132,7 @@ async def test_a_stop_sequence_ends_the_answer_and_is_not_returned(service: Cach
     assert result.usage.completion_tokens < 48
 
 
-async def test_answers_cut_by_max_tokens_are_not_stored_by_default(valkey, triton) -> None:
+async def test_answers_cut_by_max_tokens_are_not_stored_when_turned_off(valkey, triton) -> None:
     service = await CachedLLMService.create(settings_for(valkey.url, triton.grpc_url, store_truncated=False))
     try:
         request = chat("Tell me about the history of Rome.", max_tokens=3)

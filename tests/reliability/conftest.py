@@ -38,8 +38,6 @@ def orchestrator_env(key_prefix: str, **extra: str) -> dict[str, str]:
         "ORCH_API__KEYS": json.dumps(KEYS),
         "ORCH_API__ADMIN_KEY": ADMIN_KEY,
         "ORCH_REDIS__KEY_PREFIX": key_prefix,
-        # Short answers keep the CPU engine quick; answers cut by max_tokens are then still cached.
-        "ORCH_CACHE__STORE_TRUNCATED": "true",
         **extra,
     }
 

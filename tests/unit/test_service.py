@@ -336,13 +336,18 @@ async def test_sampled_requests_follow_the_policy(policy: str, seed: int | None,
     assert len(backend.calls) == (1 if cached else 3)  # not cached: not shared either
 
 
-async def test_an_answer_cut_by_max_tokens_is_stored_only_when_configured() -> None:
+async def test_an_answer_cut_by_max_tokens_is_stored_by_default_under_its_max_tokens() -> None:
+    assert CacheSettings().store_truncated
     for store_truncated, expected in ((False, 0), (True, 1)):
         exact = FakeExact()
         service = make_service(exact=exact, store_truncated=store_truncated)
         result = await service.generate(chat(max_tokens=2))
         assert result.finish_reason == "length" and result.text == "The capital "
         assert len(exact.entries) == expected
+    # The same request gets the cut answer again; one allowed more tokens does not.
+    assert (await service.generate(chat(max_tokens=2))).cache.layer == "exact"
+    longer = await service.generate(chat(max_tokens=64))
+    assert longer.cache.layer == "miss" and longer.finish_reason == "stop"
 
 
 async def test_a_failed_generation_is_not_stored_and_the_error_reaches_the_caller() -> None:
