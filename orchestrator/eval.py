@@ -7,7 +7,9 @@
 It runs without servers, through the same code as the layer: the in-process all-MiniLM-L6-v2 (the ONNX
 model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_index.FaissIndex) and
 SemanticMatcher (threshold, then guard). Embedding is done up front in length-sorted batches and is not
-part of the lookup time. Every command prints one JSON line per threshold.
+part of the lookup time. Every command prints one JSON line per threshold. The labelled sets are in the
+repository's `data/semantic/` (sources and licences in its README.md), e.g.
+`python -m orchestrator.eval pairs data/semantic/adversarial_dev.jsonl`.
 """
 
 from __future__ import annotations

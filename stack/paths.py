@@ -10,6 +10,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 PROFILES_DIR = MODEL_REPOSITORY / "profiles"
+#: The semantic cache's evaluation sets (sources and licences in its README.md).
+SEMANTIC_DATA_DIR = PROJECT_ROOT / "data" / "semantic"
 
 #: Project-local folder for what set-up extracts (Triton, libraries, exported tokenizer).
 STACK_HOME = Path(os.environ.get("STACK_HOME", PROJECT_ROOT / ".stack"))

@@ -28,8 +28,9 @@ from orchestrator.cache.guard import GuardSettings, NearMissGuard
 from orchestrator.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
 from orchestrator.cache.vector_index import FaissIndex, IndexedEntry
 from orchestrator.eval import EVAL_TENANT, embed_all, index_search
+from stack import paths
 
-DATA = Path("/work/shared/data/semantic/gptcache_mock_data.json")
+DATA = paths.SEMANTIC_DATA_DIR / "gptcache_mock_data.json"
 GPTCACHE_THRESHOLDS = (0.95, 0.90, 0.80)
 
 

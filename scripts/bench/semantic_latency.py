@@ -20,7 +20,6 @@ import asyncio
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -33,9 +32,10 @@ from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, FaissIndex, HnswSettings, RediSearchIndex,
 )
 from orchestrator.eval import embed_all
+from stack import paths
 from stack.valkey import ValkeyServer
 
-DATA = Path("/work/shared/data/semantic/gptcache_mock_data.json")
+DATA = paths.SEMANTIC_DATA_DIR / "gptcache_mock_data.json"
 SCOPE = Scope("bench", "5" * 64)
 TTL_S = 3600
 
