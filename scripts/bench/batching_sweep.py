@@ -1,9 +1,9 @@
 """Benchmark: the dynamic-batcher sweep against a fresh Triton on the rendered CPU profile.
 
 Starts Triton (explicit model control, only the models named by --load), then runs `python -m clients sweep`
-with the remaining arguments pointed at it, and stops Triton. Take final numbers under the shared lock:
+with the remaining arguments pointed at it, and stops Triton. Take final numbers on an otherwise idle machine:
 
-    flock /tmp/bench.lock .venv/bin/python scripts/bench/batching_sweep.py --load embedding -- \
+    .venv/bin/python scripts/bench/batching_sweep.py --load embedding -- \
         --model embedding --concurrency 1,8,32 --p99-ms 500 --plot docs/img/sweep-embedding.png --json
 """
 

@@ -4,7 +4,7 @@ This bounds what Triton's dynamic batcher can gain for `embedding` on this CPU: 
 nearly 16 single runs, batching can only save the per-request overheads around the model. Batch sizes are
 interleaved round by round, so drift on a shared machine hits them all alike; prints one JSON line last.
 
-    flock /tmp/bench.lock .venv/bin/python scripts/bench/embedding_batch_cost.py --rounds 15
+    .venv/bin/python scripts/bench/embedding_batch_cost.py --rounds 15
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ shuffled order per round), `--concurrency` at a time. Each policy gets two fresh
 sees a cache warmed by the other. Per request the engine reports `kv_cache_reused_blocks` (prompt KV blocks it
 did not recompute); the last line is one JSON object with the per-request means and their ratio.
 
-  flock /tmp/bench.lock .venv/bin/python scripts/bench/prefix_routing.py [--groups 9 --questions 3 ...]
+  .venv/bin/python scripts/bench/prefix_routing.py [--groups 9 --questions 3 ...]
 """
 
 from __future__ import annotations
