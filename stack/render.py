@@ -6,8 +6,9 @@ single source of truth for every value: one table per model to deploy, whose key
 placeholders, plus an optional `parameters` table rendered into `parameters { key value }` blocks.
 
 The result is validated before it is written: no placeholder left, no unknown key, each config parses as
-`inference.ModelConfig`, and the `tensorrt_llm` parameter keys are TensorRT-LLM backend keys. Any failure is
-one line naming the profile file, the model and the key.
+`inference.ModelConfig`, the `tensorrt_llm` parameter keys are TensorRT-LLM backend keys, and the models keep
+the backend's contract (stack/contract.py). Any failure is one line naming the profile file, the model and the
+key; contract violations are listed one per line.
 """
 
 from __future__ import annotations
@@ -21,27 +22,13 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from stack import paths
+from cpu_engine import contract as upstream
+from stack import contract, paths
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 PARAMETERS_PLACEHOLDER = "parameters"
 Scalar = str | int | float | bool
 
-#: Parameter keys of TensorRT-LLM's Triton backend (triton_backend/all_models/inflight_batcher_llm/tensorrt_llm).
-TRTLLM_PARAMETER_KEYS = frozenset({
-    "max_beam_width", "FORCE_CPU_ONLY_INPUT_TENSORS", "gpt_model_type", "gpt_model_path", "encoder_model_path",
-    "max_tokens_in_paged_kv_cache", "max_attention_window_size", "sink_token_length", "batch_scheduler_policy",
-    "kv_cache_free_gpu_mem_fraction", "cross_kv_cache_fraction", "kv_cache_host_memory_bytes",
-    "kv_cache_onboard_blocks", "enable_trt_overlap", "exclude_input_in_output", "cancellation_check_period_ms",
-    "stats_check_period_ms", "iter_stats_max_iterations", "request_stats_max_iterations",
-    "enable_kv_cache_reuse", "normalize_log_probs", "enable_chunked_context", "gpu_device_ids",
-    "participant_ids", "num_nodes", "lora_cache_optimal_adapter_size", "lora_cache_max_adapter_size",
-    "lora_cache_gpu_memory_fraction", "lora_cache_host_memory_bytes", "lora_prefetch_dir", "decoding_mode",
-    "executor_worker_path", "lookahead_window_size", "lookahead_ngram_size", "lookahead_verification_set_size",
-    "medusa_choices", "eagle_choices", "gpu_weights_percent", "enable_context_fmha_fp32_acc",
-    "multi_block_mode", "cuda_graph_mode", "cuda_graph_cache_size", "speculative_decoding_fast_logits",
-    "tokenizer_dir", "guided_decoding_backend", "xgrammar_tokenizer_info_path",
-})
 #: Keys only the CPU reference engine reads (threads, context); everything else must be an upstream key.
 CPU_ENGINE_PARAMETER_PREFIX = "cpu_"
 TRTLLM_MODEL = "tensorrt_llm"
@@ -141,7 +128,7 @@ def render_model(profile: Path, model: str, values: dict) -> RenderedModel:
         raise ProfileError(profile, model, key, "missing value (the template needs it)")
     if model == TRTLLM_MODEL:
         for key in parameters:
-            if key not in TRTLLM_PARAMETER_KEYS and not key.startswith(CPU_ENGINE_PARAMETER_PREFIX):
+            if key not in upstream.load().known_parameters and not key.startswith(CPU_ENGINE_PARAMETER_PREFIX):
                 raise ProfileError(profile, model, f"parameters.{key}",
                                    "not a TensorRT-LLM backend parameter (CPU-engine-only keys start with 'cpu_')")
 
@@ -170,7 +157,12 @@ def render_profile(profile: Path) -> list[RenderedModel]:
     models = data.get("models")
     if not isinstance(models, dict) or not models:
         raise ProfileError(profile, None, "models", "the profile has no [models.NAME] tables")
-    return [render_model(profile, name, values) for name, values in models.items()]
+    rendered = [render_model(profile, name, values) for name, values in models.items()]
+    broken = contract.violations({model.name: model.config for model in rendered})
+    if broken:
+        raise ProfileError(profile, None, None, "breaks the tensorrtllm backend contract "
+                           "(cpu_engine/upstream_contract.toml):\n" + "\n".join(f"  {line}" for line in broken))
+    return rendered
 
 
 def write_repository(models: list[RenderedModel], out_dir: Path) -> Path:
