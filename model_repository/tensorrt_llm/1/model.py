@@ -2,8 +2,13 @@
 
 Each request becomes one llama.cpp completion on its token ids (cpu_engine); `gpt_model_type` decides when it
 may start (cpu_engine.admission). Streaming sends every new group of ids as it comes, then a last response with
-the final flag; non-streaming sends one response. KV block outputs ride on every response, and Triton custom
-metrics mirror nv_trt_llm_kv_cache_block_metrics and nv_trt_llm_request_metrics.
+the final flag; non-streaming sends one response. Triton custom metrics mirror nv_trt_llm_kv_cache_block_metrics
+and nv_trt_llm_request_metrics.
+
+It keeps TensorRT-LLM's backend contract (cpu_engine/upstream_contract.toml) to the letter, so that it can stand
+in for `backend: "tensorrtllm"` in a GPU profile: it refuses to load without a required parameter, writes on
+each response exactly the outputs upstream writes for that request's flags, and fails a response with an output
+the config does not declare as Triton core would (the Python backend itself would drop it silently).
 """
 
 import json
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from cpu_engine import contract as upstream
 from cpu_engine import tokenizer
 from cpu_engine.admission import InflightAdmission, QueueFull, StaticBatchAdmission
 from cpu_engine.completion import FINISH_CANCELLED, EngineError
@@ -24,6 +30,8 @@ from cpu_engine.kv_blocks import RequestBlocks
 from cpu_engine.requests import GenerationRequest, InvalidRequest
 from stack import llm_assets
 
+#: Request flags that decide which outputs the backend writes (upstream_contract.toml [outputs]).
+FLAGS = ("return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens")
 INPUTS = ("input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list",
           "bad_words_list", "beam_width", "temperature", "runtime_top_k", "runtime_top_p", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "seed", "exclude_input_in_output", "streaming")
@@ -37,6 +45,8 @@ class Job:
     sender: object
     arrival_ns: int
     request_id: str
+    #: The outputs every response of this request carries (by the contract, from its flags and requested names).
+    outputs: tuple[str, ...] = ()
     #: Set by a `stop` request with the same request id (upstream's way to cancel from another caller).
     stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -59,6 +69,12 @@ def _error(sender, message: str, code) -> None:
 class TritonPythonModel:
     def initialize(self, args):
         model_config = json.loads(args["model_config"])
+        self.contract = upstream.load()
+        missing = self.contract.missing_parameters(model_config.get("parameters", {}))
+        if missing:
+            raise RuntimeError(missing[0])
+        self.model_name = args["model_name"]
+        self.declared_outputs = {output["name"] for output in model_config.get("output", [])}
         self.config = EngineConfig.from_model_config(model_config, default_model_path=str(llm_assets.gguf_path()))
         vocabulary = tokenizer.load(self.config.tokenizer_dir)
         self.engine = LlamaEngine(self.config, lambda text: tokenizer.encode(vocabulary, text))
@@ -81,7 +97,7 @@ class TritonPythonModel:
             if stop is not None and bool(stop.as_numpy().reshape(-1)[0]):
                 self._stop_request(request.request_id(), sender)
                 continue
-            inputs = {name: tensor.as_numpy() for name in INPUTS
+            inputs = {name: tensor.as_numpy() for name in (*INPUTS, *FLAGS)
                       if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None}
             try:
                 generation = GenerationRequest.from_inputs(inputs, self.config.exclude_input_in_output)
@@ -89,7 +105,13 @@ class TritonPythonModel:
             except (InvalidRequest, PromptTooLong) as error:
                 _error(sender, f"tensorrt_llm: {error}", pb_utils.TritonError.INVALID_ARG)
                 continue
-            job = Job(generation, sender, arrival_ns, request.request_id())
+            try:
+                outputs = self._outputs(request, inputs)
+            except ValueError as error:
+                _error(sender, f"Error encountered while populating response: {error}",
+                       pb_utils.TritonError.INTERNAL)
+                continue
+            job = Job(generation, sender, arrival_ns, request.request_id(), outputs)
             if job.request_id:
                 with self._jobs_lock:
                     self._jobs[job.request_id] = job
@@ -98,6 +120,20 @@ class TritonPythonModel:
             except QueueFull as error:
                 _error(sender, f"tensorrt_llm: {error}", pb_utils.TritonError.UNAVAILABLE)
         return None
+
+    def _outputs(self, request, inputs) -> tuple[str, ...]:
+        """What upstream writes for this request; a ValueError with upstream's (or Triton core's) message when
+        that response would fail."""
+        flags = {name: bool(np.asarray(inputs[name]).reshape(-1)[0]) for name in FLAGS if name in inputs}
+        requested = set(request.requested_output_names())
+        for name in ("output_ids", "sequence_length"):
+            if name not in requested:
+                raise ValueError(f"{name} tensor must be present in list of output tensors")
+        written = self.contract.written_outputs(flags, requested)
+        for name in written:
+            if name not in self.declared_outputs:
+                raise ValueError(f"unexpected inference output '{name}' for model '{self.model_name}'")
+        return tuple(written)
 
     def _stop_request(self, request_id: str, sender) -> None:
         with self._jobs_lock:
@@ -116,6 +152,9 @@ class TritonPythonModel:
 
     def _generate(self, job: Job) -> None:
         request = job.request
+        if job.stopped.is_set():  # stopped while queued: upstream ends it with an empty final response
+            job.sender.send(self._response(job, [], RequestBlocks(0, 0, 0), None), flags=FINAL)
+            return
         if job.cancelled():
             _error(job.sender, "tensorrt_llm: request cancelled", pb_utils.TritonError.CANCELLED)
             return
@@ -135,7 +174,9 @@ class TritonPythonModel:
         except Exception as error:  # noqa: BLE001 - a failed request must still get its final response
             _error(job.sender, f"tensorrt_llm: {type(error).__name__}: {error}", pb_utils.TritonError.INTERNAL)
             return
-        if outcome.finish_reason == FINISH_CANCELLED:
+        # A `stop` request ends the generation with its final response, as upstream's executor does; a client
+        # that went away gets an error nobody reads.
+        if outcome.finish_reason == FINISH_CANCELLED and not job.stopped.is_set():
             _error(job.sender, "tensorrt_llm: request cancelled", pb_utils.TritonError.CANCELLED)
             return
         if request.streaming:
@@ -146,20 +187,26 @@ class TritonPythonModel:
 
     def _response(self, job: Job, ids: list[int], blocks: RequestBlocks, outcome: GenerationOutcome | None):
         now = time.time_ns()
-        tensors = {
-            "output_ids": np.array([[ids]], dtype=np.int32).reshape(1, 1, len(ids)),
-            "sequence_length": _int32(len(ids)),
-            "kv_cache_alloc_new_blocks": _int32(blocks.new),
-            "kv_cache_reused_blocks": _int32(blocks.reused),
-            "kv_cache_alloc_total_blocks": _int32(blocks.total),
-            "arrival_time_ns": _int64(job.arrival_ns),
-            "first_scheduled_time_ns": _int64(outcome.first_scheduled_ns if outcome else job.arrival_ns),
-            "first_token_time_ns": _int64(outcome.first_token_ns if outcome else now),
-            "last_token_time_ns": _int64(outcome.last_token_ns if outcome else now),
-            "num_input_tokens": _int32(len(job.request.input_ids)),
-            "num_output_tokens": _int32(len(outcome.output_ids) if outcome else 0),
+        values = {
+            "output_ids": lambda: np.array(ids, dtype=np.int32).reshape(1, 1, len(ids)),
+            "sequence_length": lambda: _int32(len(ids)),
+            "kv_cache_alloc_new_blocks": lambda: _int32(blocks.new),
+            "kv_cache_reused_blocks": lambda: _int32(blocks.reused),
+            "kv_cache_alloc_total_blocks": lambda: _int32(blocks.total),
+            "arrival_time_ns": lambda: _int64(job.arrival_ns),
+            "first_scheduled_time_ns": lambda: _int64(outcome.first_scheduled_ns if outcome else job.arrival_ns),
+            "first_token_time_ns": lambda: _int64(outcome.first_token_ns if outcome else now),
+            "last_token_time_ns": lambda: _int64(outcome.last_token_ns if outcome else now),
+            # No speculative decoding here: upstream reports zeros then too.
+            "acceptance_rate": lambda: np.zeros((1, 1), dtype=np.float32),
+            "total_accepted_draft_tokens": lambda: _int32(0),
+            "total_draft_tokens": lambda: _int32(0),
+            "num_input_tokens": lambda: _int32(len(job.request.input_ids)),
+            # Upstream counts the tokens of this response (all beams), not the running total.
+            "num_output_tokens": lambda: _int32(len(ids)),
         }
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in tensors.items()])
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(name, values[name]())
+                                                          for name in job.outputs])
 
     def _create_metrics(self, args):
         """Families and metrics live as long as this instance. While Triton reloads the model, two instances of

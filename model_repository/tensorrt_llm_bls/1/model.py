@@ -1,8 +1,11 @@
 """Triton Python model (decoupled): text → tensorrt_llm → text in one model (upstream's BLS interface).
 
 Each request runs on its own thread: tokenize, call tensorrt_llm through BLS (decoupled), turn the streamed
-ids into text deltas with an incremental detokenizer, and pass the KV/timing outputs through. When the
-client cancels, the engine request is cancelled too (which an ensemble does not do in Triton 2.51).
+ids into text deltas with an incremental detokenizer, and pass the KV/timing outputs through when the engine
+writes them. The engine request carries this request's id, so a caller may end it with upstream's `stop`
+request sent straight to tensorrt_llm; when the client cancels, the BLS sends that stop itself (an ensemble does
+not pass cancellation on in Triton 2.51). What is sent and read is cpu_engine.engine_calls, checked against the
+tensorrt_llm config at render time.
 """
 
 import json
@@ -12,18 +15,12 @@ import uuid
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cpu_engine import tokenizer
+from cpu_engine import engine_calls, tokenizer
 from cpu_engine.detokenize import IncrementalDetokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-#: BLS input → tensorrt_llm input, passed as they are.
-DIRECT_INPUTS = {"top_k": "runtime_top_k", "top_p": "runtime_top_p", "temperature": "temperature",
-                 "repetition_penalty": "repetition_penalty", "presence_penalty": "presence_penalty",
-                 "frequency_penalty": "frequency_penalty", "random_seed": "seed", "beam_width": "beam_width",
-                 "return_perf_metrics": "return_perf_metrics"}
-PASSTHROUGH = ("kv_cache_alloc_new_blocks", "kv_cache_reused_blocks", "kv_cache_alloc_total_blocks",
-               "arrival_time_ns", "first_scheduled_time_ns", "first_token_time_ns", "last_token_time_ns",
-               "num_input_tokens", "num_output_tokens")
+#: Summed over the engine responses a BLS response covers (upstream counts the tokens of each response).
+COUNTED = "num_output_tokens"
 
 
 def _strings(request, name):
@@ -53,7 +50,7 @@ class TritonPythonModel:
     def _serve(self, request):
         sender = request.get_response_sender()
         try:
-            engine_request_id = f"bls-{uuid.uuid4().hex}"
+            engine_request_id = request.request_id() or f"bls-{uuid.uuid4().hex}"
             engine_request = self._engine_request(request, engine_request_id)
         except (ValueError, UnicodeDecodeError) as error:
             self._fail(sender, f"tensorrt_llm_bls: {error}", pb_utils.TritonError.INVALID_ARG)
@@ -76,10 +73,10 @@ class TritonPythonModel:
                 continue
             length = int(pb_utils.get_output_tensor_by_name(response, "sequence_length").as_numpy().reshape(-1)[0])
             text = detokenizer.push(ids.as_numpy().reshape(-1)[:length].tolist())
-            passthrough = {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-                           for name in PASSTHROUGH}
+            passthrough = self._passthrough(response, passthrough)
             if streaming and text:
                 sender.send(self._response(text, passthrough))
+                passthrough.pop(COUNTED, None)
             elif text:
                 parts.append(text)
         if stop_sent:
@@ -89,6 +86,15 @@ class TritonPythonModel:
         if not streaming and not bool(_scalar(request, "exclude_input_in_output", True)):
             parts.insert(0, _strings(request, "text_input")[0])
         sender.send(self._response("".join(parts), passthrough), flags=FINAL)
+
+    @staticmethod
+    def _passthrough(response, previous):
+        """The engine's optional outputs on this response; token counts not yet sent on are added up."""
+        latest = {name: tensor.as_numpy() for name in engine_calls.PASSTHROUGH_OUTPUTS
+                  if (tensor := pb_utils.get_output_tensor_by_name(response, name)) is not None}
+        if COUNTED in latest and COUNTED in previous:
+            latest[COUNTED] = latest[COUNTED] + previous[COUNTED]
+        return {**previous, **latest}
 
     def _engine_request(self, request, request_id):
         ids = tokenizer.encode_prompt(self.tokenizer, _strings(request, "text_input"))
@@ -101,28 +107,28 @@ class TritonPythonModel:
             "request_output_len": np.array([[max_tokens]], dtype=np.int32),
             "end_id": np.array([[_scalar(request, "end_id", self.end_id)]], dtype=np.int32),
             "pad_id": np.array([[_scalar(request, "pad_id", self.pad_id)]], dtype=np.int32),
-            "streaming": np.array([[True]], dtype=np.bool_),
             "stop_words_list": tokenizer.word_list(self.tokenizer, _strings(request, "stop_words"))[None],
             "bad_words_list": tokenizer.word_list(self.tokenizer, _strings(request, "bad_words"))[None],
+            **{flag: np.array([[True]], dtype=np.bool_) for flag in engine_calls.TRUE_FLAGS},
         }
-        for name, engine_name in DIRECT_INPUTS.items():
+        for name, engine_name in engine_calls.FORWARDED.items():
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is not None:
                 tensors[engine_name] = tensor.as_numpy()
         return pb_utils.InferenceRequest(
             model_name="tensorrt_llm",
             inputs=[pb_utils.Tensor(name, value) for name, value in tensors.items()],
-            requested_output_names=["output_ids", "sequence_length", *PASSTHROUGH],
+            requested_output_names=[*engine_calls.REQUIRED_OUTPUTS, *engine_calls.PASSTHROUGH_OUTPUTS],
             request_id=request_id)
 
     @staticmethod
     def _stop(request_id):
         """Cancel the engine request: Triton 2.51's BLS response iterator cannot, so use upstream's `stop` input."""
+        values = {"input_ids": np.array([[0]], dtype=np.int32), "request_output_len": np.array([[1]], dtype=np.int32),
+                  "stop": np.array([[True]], dtype=np.bool_)}
         stop = pb_utils.InferenceRequest(
             model_name="tensorrt_llm", request_id=request_id, requested_output_names=[],
-            inputs=[pb_utils.Tensor("input_ids", np.array([[0]], dtype=np.int32)),
-                    pb_utils.Tensor("request_output_len", np.array([[1]], dtype=np.int32)),
-                    pb_utils.Tensor("stop", np.array([[True]], dtype=np.bool_))])
+            inputs=[pb_utils.Tensor(name, values[name]) for name in engine_calls.STOP_SENT])
         for _ in stop.exec(decoupled=True):
             pass
 
