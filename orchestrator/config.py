@@ -77,11 +77,13 @@ class ModelSettings(BaseModel):
 
     #: The name clients use in `model`; requests for other names are rejected.
     name: str = "SmolLM2-135M-Instruct"
-    #: tokenizer.json + chat_template.jinja of the served model; None: the CPU profile's exported SmolLM2 files.
+    #: The served model's tokenizer folder (its chat template as transformers finds it: cpu_engine.chat); None:
+    #: the CPU profile's exported SmolLM2 files.
     tokenizer_dir: Path | None = None
-    #: Token ids that end (and pad) a sequence, sent as the ensemble's `end_id`/`pad_id`.
-    end_id: int = 2
-    pad_id: int = 2
+    #: Token ids that end (and pad) a sequence, sent as the ensemble's `end_id`/`pad_id`. None (the default):
+    #: not sent, so the model repository's own apply (the profile's end_token/pad_token, resolved by its tokenizer).
+    end_id: int | None = None
+    pad_id: int | None = None
     #: Bounds on request fields (validation).
     max_tokens_limit: int = Field(default=4096, ge=1)
     max_stop_words: int = Field(default=4, ge=0)

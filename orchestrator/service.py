@@ -364,7 +364,8 @@ class CachedLLMService:
             async for delta in deltas:
                 streamed += not delta.final
                 input_tokens = delta.input_tokens or input_tokens
-                output_tokens = delta.output_tokens or output_tokens
+                if delta.output_tokens is not None:
+                    output_tokens = (output_tokens or 0) + delta.output_tokens
                 if delta.kv_cache_reused_blocks is not None:
                     kv_blocks = delta.kv_cache_reused_blocks
                 text, stopped = stops.push(delta.text, final=delta.final)

@@ -37,13 +37,15 @@ log = logging.getLogger(__name__)
 QUEUE_FULL = re.compile(r"queue (is )?full|maximum queue size|max_queue_size", re.IGNORECASE)
 TIMED_OUT = re.compile(r"time(d)? ?out|deadline", re.IGNORECASE)
 #: The engine refuses what does not fit its context; the message names the input (upstream tensor names).
+#: Request flags that make the engine report KV reuse and token counts.
+REPORT_FLAGS = ("return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens")
 TOO_LONG = re.compile(r"more than fits|exceeds? the (maximum|context)|too long", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class BackendDelta:
     """One streamed response: new text (never a split UTF-8 character) and, when the engine reports them,
-    token counts and KV-cache reuse."""
+    the prompt's token count, the tokens this response adds (upstream counts per response) and KV reuse."""
 
     text: str
     final: bool = False
@@ -72,15 +74,19 @@ def ensemble_inputs(prompt: str, params: SamplingParams, model: ModelSettings) -
     inputs = [
         _tensor("text_input", np.array([[prompt.encode()]], dtype=np.object_), "BYTES"),
         _tensor("max_tokens", _scalar(params.max_tokens, np.int32), "INT32"),
-        _tensor("end_id", _scalar(model.end_id, np.int32), "INT32"),
-        _tensor("pad_id", _scalar(model.pad_id, np.int32), "INT32"),
         _tensor("temperature", _scalar(temperature, np.float32), "FP32"),
         _tensor("top_k", _scalar(top_k, np.int32), "INT32"),
         _tensor("top_p", _scalar(top_p, np.float32), "FP32"),
         _tensor("exclude_input_in_output", _scalar(True, np.bool_), "BOOL"),
-        _tensor("return_perf_metrics", _scalar(True, np.bool_), "BOOL"),
         _tensor("stream", _scalar(True, np.bool_), "BOOL"),
+        # KV reuse and token counts; the engine writes each only when asked (cpu_engine/upstream_contract.toml).
+        *(_tensor(flag, _scalar(True, np.bool_), "BOOL") for flag in REPORT_FLAGS),
     ]
+    # Without them the model repository's own (the profile's end_token/pad_token) apply.
+    if model.end_id is not None:
+        inputs.append(_tensor("end_id", _scalar(model.end_id, np.int32), "INT32"))
+    if model.pad_id is not None:
+        inputs.append(_tensor("pad_id", _scalar(model.pad_id, np.int32), "INT32"))
     if params.seed is not None:
         inputs.append(_tensor("random_seed", _scalar(params.seed, np.uint64), "UINT64"))
     if params.stop:
