@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 
 import orchestrator.api.metrics  # noqa: F401 - registers the API metrics
 import orchestrator.metrics  # noqa: F401 - registers the service metrics
+from orchestrator.config import Settings
 from stack import paths
 from stack.cli import gpu_command
 
@@ -115,17 +116,50 @@ def test_gpu_overlay_runs_triton_on_gpus_with_readiness_and_the_profile_image() 
     assert {"/models", GPU_PROFILE["deploy"]["engine_mount"], GPU_PROFILE["deploy"]["tokenizer_mount"],
             "/dev/shm"} <= mounts
     service = by_kind(documents, "Service", "triton")
-    assert service["spec"]["clusterIP"] == "None"  # per-replica DNS names for prefix-affinity routing
-    orchestrator = by_kind(documents, "Deployment", "orchestrator")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in orchestrator["env"]}
-    replicas = json.loads(env["ORCH_TRITON__REPLICA_URLS"])
-    assert replicas == [f"triton-{i}.triton:8001" for i in range(triton["spec"]["replicas"])]
+    assert service["spec"]["clusterIP"] == "None"  # per-replica DNS names
+    orchestrator_pod = by_kind(documents, "Deployment", "orchestrator")["spec"]["template"]["spec"]
+    orchestrator = orchestrator_pod["containers"][0]
     assert orchestrator["image"].startswith("registry.example.com/llm-stack/orchestrator:")
+    env = {e["name"]: e["value"] for e in orchestrator["env"]}
+    assert env["ORCH_TRITON__URL"] == "triton:8001"  # the Service
+    # The served model, not the CPU default; its tokenizer is the folder the Triton pods mount, read-only.
+    assert env["ORCH_MODEL__NAME"] != Settings().model.name
+    tokenizer_mount = GPU_PROFILE["deploy"]["tokenizer_mount"]
+    assert env["ORCH_MODEL__TOKENIZER_DIR"] == tokenizer_mount
+    assert volume_source(orchestrator_pod, tokenizer_mount) == volume_source(triton["spec"]["template"]["spec"],
+                                                                              tokenizer_mount)
+    assert next(m for m in orchestrator["volumeMounts"] if m["mountPath"] == tokenizer_mount)["readOnly"] is True
+    # End and pad ids come from the model repository (the profile's end_token/pad_token).
+    assert not {"ORCH_MODEL__END_ID", "ORCH_MODEL__PAD_ID"} & set(env)
     hpa = by_kind(documents, "HorizontalPodAutoscaler", "orchestrator")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "orchestrator"
     pdb = by_kind(documents, "PodDisruptionBudget", "orchestrator")
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "orchestrator"}
     assert all(d["metadata"].get("namespace") == "llm-stack" for d in documents if d["kind"] != "Namespace")
+
+
+def volume_source(pod: dict, mount_path: str) -> tuple[str, str]:
+    """(claim, subPath) behind a container path of a pod's first container."""
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == mount_path)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return volume["persistentVolumeClaim"]["claimName"], mount.get("subPath", "")
+
+
+def orchestrator_settings() -> set[str]:
+    """Every ORCH_<SECTION>__<FIELD> variable the orchestrator reads; any other ORCH_* stops its start."""
+    return {f"ORCH_{section.upper()}__{name.upper()}" for section, field in Settings.model_fields.items()
+            for name in field.annotation.model_fields}
+
+
+def test_every_orchestrator_variable_of_compose_and_kubernetes_is_a_setting() -> None:
+    known = orchestrator_settings()
+    assert "ORCH_MODEL__TOKENIZER_DIR" in known
+    compose_env = set(compose()["services"]["orchestrator"]["environment"])
+    assert compose_env - known == set()
+    for overlay in ("gpu", "cpu"):
+        pod = by_kind(kustomize(overlay), "Deployment", "orchestrator")["spec"]["template"]["spec"]
+        names = {e["name"] for c in pod["containers"] for e in c.get("env", []) if e["name"].startswith("ORCH_")}
+        assert names - known == set(), overlay
 
 
 def test_cpu_overlay_runs_the_cpu_stack_beside_each_orchestrator() -> None:
@@ -254,3 +288,4 @@ def test_tokenizer_dirs_of_the_gpu_profile_are_the_tokenizer_mount() -> None:
     for name, table in models.items():
         if "tokenizer_dir" in table.get("parameters", {}):
             assert table["parameters"]["tokenizer_dir"] == mount, name
+
