@@ -4,8 +4,10 @@ the GPU profile, the orchestrator's metrics and upstream's metric names. Shell s
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import tomllib
 from importlib import resources
@@ -19,6 +21,7 @@ from prometheus_client import REGISTRY
 
 import orchestrator.api.metrics  # noqa: F401 - registers the API metrics
 import orchestrator.metrics  # noqa: F401 - registers the service metrics
+from orchestrator.api.auth import load_keys_file
 from orchestrator.config import Settings
 from stack import paths
 from stack.cli import gpu_command
@@ -242,7 +245,8 @@ def test_dashboard_queries_only_metrics_that_exist() -> None:
 
 
 def shell_scripts() -> list[Path]:
-    candidates = [p for p in (paths.PROJECT_ROOT / "scripts").rglob("*") if p.is_file()]
+    candidates = [p for folder in ("scripts", "deploy") for p in (paths.PROJECT_ROOT / folder).rglob("*")
+                  if p.is_file()]
     return sorted(p for p in candidates if p.read_bytes()[:40].startswith(b"#!") and b"sh" in p.read_bytes()[:40]
                   and b"python" not in p.read_bytes()[:40])
 
@@ -250,7 +254,7 @@ def shell_scripts() -> list[Path]:
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(paths.PYTHON_BIN_DIR / "shellcheck")
     scripts = shell_scripts()
-    assert {p.name for p in scripts} >= {"setup", "launch_triton.sh", "build_engine.sh"}
+    assert {p.name for p in scripts} >= {"setup", "launch_triton.sh", "build_engine.sh", "make-secrets.sh"}
     result = subprocess.run([shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout
@@ -289,3 +293,49 @@ def test_tokenizer_dirs_of_the_gpu_profile_are_the_tokenizer_mount() -> None:
         if "tokenizer_dir" in table.get("parameters", {}):
             assert table["parameters"]["tokenizer_dir"] == mount, name
 
+
+MAKE_SECRETS = DEPLOY / "make-secrets.sh"
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to the containers' users needs root")
+def test_make_secrets_writes_each_file_readable_only_by_its_container_user(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    result = subprocess.run([str(MAKE_SECRETS), "--dir", str(folder), "--tenant", "acme"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    keys, password = folder / "orchestrator_keys.toml", folder / "grafana_admin_password"
+    # The orchestrator image's user (deploy/Dockerfile) and grafana/grafana's (uid 472, group root); 0400.
+    user = re.findall(r"^USER\s+(\d+):(\d+)", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)[-1]
+    assert owner_and_mode(keys) == (int(user[0]), int(user[1]), 0o400)
+    assert owner_and_mode(password) == (472, 0, 0o400)
+    # The files compose mounts, in the format their readers load.
+    sources = {name: Path(secret["file"].split(":-")[-1].rstrip("}")).name
+               for name, secret in compose()["secrets"].items()}
+    assert sources == {"orchestrator_keys": keys.name, "grafana_admin_password": password.name}
+    grants, admin_key = load_keys_file(keys)
+    assert admin_key is None and [g.tenant for g in grants.values()] == ["acme"]
+    assert re.fullmatch(r"[0-9a-f]{48}", next(iter(grants)))
+    assert re.fullmatch(r"[0-9a-f]{32}\n", password.read_text())
+
+    # Again: the content stays, owner and mode are set again (e.g. after an earlier `chmod 600`).
+    before = keys.read_text()
+    os.chown(keys, 0, 0)
+    keys.chmod(0o600)
+    assert subprocess.run([str(MAKE_SECRETS), "--dir", str(folder)], capture_output=True, timeout=60).returncode == 0
+    assert keys.read_text() == before and owner_and_mode(keys) == (int(user[0]), int(user[1]), 0o400)
+    # --force writes new ones.
+    assert subprocess.run([str(MAKE_SECRETS), "--dir", str(folder), "--force"], capture_output=True,
+                          timeout=60).returncode == 0
+    assert keys.read_text() != before and owner_and_mode(keys)[2] == 0o400
+
+    # Not root: refused, nothing written.
+    if shutil.which("setpriv"):
+        other = tmp_path / "other"
+        refused = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(MAKE_SECRETS),
+                                  "--dir", str(other)], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "run as root" in refused.stderr and not other.exists()
