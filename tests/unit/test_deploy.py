@@ -24,7 +24,7 @@ import orchestrator.metrics  # noqa: F401 - registers the service metrics
 from orchestrator.api.auth import load_keys_file
 from orchestrator.config import Settings
 from stack import paths
-from stack.cli import gpu_command
+from stack.cli import StockImageError, gpu_command
 
 DEPLOY = paths.PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -292,6 +292,29 @@ def test_tokenizer_dirs_of_the_gpu_profile_are_the_tokenizer_mount() -> None:
     for name, table in models.items():
         if "tokenizer_dir" in table.get("parameters", {}):
             assert table["parameters"]["tokenizer_dir"] == mount, name
+
+
+def test_gpu_launch_refuses_the_stock_image_for_a_repository_with_the_embedding_model(tmp_path: Path) -> None:
+    deploy = GPU_PROFILE["deploy"]
+    repository = tmp_path / "repo"
+    (repository / "embedding").mkdir(parents=True)
+    folders = (repository, tmp_path / "engine", tmp_path / "tok", 8000, 8001, 8002)
+    with pytest.raises(StockImageError) as refused:
+        gpu_command(GPU_PROFILE, *folders)
+    message = str(refused.value)
+    assert "\n" not in message and message.endswith(f"--image {deploy['serving_image']}")
+    assert "deploy/triton.Dockerfile" in message and "'embedding' needs onnxruntime" in message
+    served = gpu_command(GPU_PROFILE, *folders, image=deploy["serving_image"], name="llm-1")
+    assert served[served.index("--name") + 1] == "llm-1" and deploy["serving_image"] in served
+    (repository / "embedding").rmdir()
+    assert deploy["image"] in gpu_command(GPU_PROFILE, *folders)  # nothing the stock image lacks
+
+    # launch_triton.sh: exit 2 and one line naming the fix, before docker is ever called.
+    (repository / "embedding").mkdir()
+    result = subprocess.run([str(paths.PROJECT_ROOT / "scripts" / "launch_triton.sh"), "--gpu", "--repository",
+                             str(repository), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"launch_triton: {message}"
 
 
 MAKE_SECRETS = DEPLOY / "make-secrets.sh"
