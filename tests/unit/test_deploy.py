@@ -258,7 +258,8 @@ def shell_scripts() -> list[Path]:
 def test_shell_scripts_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(paths.PYTHON_BIN_DIR / "shellcheck")
     scripts = shell_scripts()
-    assert {p.name for p in scripts} >= {"setup", "launch_triton.sh", "build_engine.sh", "make-secrets.sh"}
+    assert {p.name for p in scripts} >= {"setup", "launch_triton.sh", "build_engine.sh", "gpu_smoke.sh",
+                                          "make-secrets.sh"}
     result = subprocess.run([shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout
