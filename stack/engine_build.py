@@ -6,7 +6,9 @@ Two upstream steps, with every value from the deployment profile's `[engine]` ta
   2. `trtllm-build` compiles it with what in-flight batching and KV-cache reuse need: paged KV cache,
      paged context FMHA (a request can attend to reused blocks), packed inputs, the gemm plugin.
 Inside the NGC image (`trtllm-build` on PATH) the commands run directly; elsewhere each one runs in the
-profile's image with `docker run --gpus all`. `--dry-run` prints every command and runs none.
+profile's image with `docker run --gpus all`, so the engine is built by the TensorRT-LLM that serves it (an
+engine runs only on the version that built it; the serving image, deploy/triton.Dockerfile, extends this image).
+`--dry-run` prints every command and runs none.
 
 Standard library only, so it runs with any Python >= 3.11: on a bare GPU host and inside the NGC image alike.
 """
