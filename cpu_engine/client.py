@@ -36,14 +36,20 @@ def tensor(name: str, value, datatype: str | None = None, module=grpcaio) -> obj
     return infer_input
 
 
+#: Asked for on every request, as the orchestrator does: the engine writes KV reuse, timings and token counts
+#: only when asked (cpu_engine/upstream_contract.toml). A caller may turn one off with flag=False.
+REPORT_FLAGS = {"return_perf_metrics": True, "return_num_input_tokens": True, "return_num_output_tokens": True}
+FLAG_TYPES = dict.fromkeys(REPORT_FLAGS, np.bool_)
+
+
 def text_inputs(prompt: str, max_tokens: int, stream: bool, **extra) -> list:
     """Ensemble/BLS inputs; extra keys are input names (temperature=0.0, stop_words=["\\n"], ...)."""
     inputs = [tensor("text_input", [prompt]), tensor("max_tokens", np.int32(max_tokens)),
               tensor("stream", np.bool_(stream))]
     types = {"temperature": np.float32, "top_p": np.float32, "top_k": np.int32, "end_id": np.int32,
              "pad_id": np.int32, "random_seed": np.uint64, "exclude_input_in_output": np.bool_,
-             "return_perf_metrics": np.bool_, "repetition_penalty": np.float32}
-    for name, value in extra.items():
+             "repetition_penalty": np.float32, **FLAG_TYPES}
+    for name, value in {**REPORT_FLAGS, **extra}.items():
         if isinstance(value, list):
             inputs.append(tensor(name, value))
         else:
@@ -57,8 +63,8 @@ def id_inputs(input_ids: list[int], max_tokens: int, streaming: bool, **extra) -
               tensor("input_lengths", np.int32(len(input_ids))),
               tensor("request_output_len", np.int32(max_tokens)), tensor("streaming", np.bool_(streaming))]
     types = {"temperature": np.float32, "runtime_top_p": np.float32, "runtime_top_k": np.int32,
-             "end_id": np.int32, "seed": np.uint64, "exclude_input_in_output": np.bool_}
-    return inputs + [tensor(name, types[name](value)) for name, value in extra.items()]
+             "end_id": np.int32, "seed": np.uint64, "exclude_input_in_output": np.bool_, **FLAG_TYPES}
+    return inputs + [tensor(name, types[name](value)) for name, value in {**REPORT_FLAGS, **extra}.items()]
 
 
 @dataclass
@@ -125,9 +131,12 @@ def _collect(generation: Generation, result, now: float) -> None:
         generation.ids.extend(new_ids)
     if (new_text or new_ids) and generation.first is None:
         generation.first = now
-    for name in names & set(KV_OUTPUTS + ("num_input_tokens", "num_output_tokens", "first_token_time_ns",
-                                          "last_token_time_ns", "first_scheduled_time_ns", "arrival_time_ns")):
+    for name in names & set(KV_OUTPUTS + ("num_input_tokens", "first_token_time_ns", "last_token_time_ns",
+                                          "first_scheduled_time_ns", "arrival_time_ns")):
         generation.outputs[name] = int(result.as_numpy(name).reshape(-1)[0])
+    if "num_output_tokens" in names:  # upstream counts per response: the generation's total is the sum
+        generation.outputs["num_output_tokens"] = (generation.outputs.get("num_output_tokens", 0)
+                                                   + int(result.as_numpy("num_output_tokens").reshape(-1)[0]))
 
 
 async def model_config(client: grpcaio.InferenceServerClient, model: str) -> dict:
