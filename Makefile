@@ -1,7 +1,7 @@
-# The two commands of the README: `make demo` and `make test`. Everything installs into .venv and .stack/.
+# The commands of the README: `make demo`, `make test` and `make serve`. Everything installs into .venv and .stack/.
 PY := .venv/bin/python
 
-.PHONY: setup setup-test demo test test-unit render proto clean
+.PHONY: setup setup-test demo serve test test-unit render proto clean
 
 setup:
 	@scripts/setup
@@ -12,6 +12,11 @@ setup-test:
 ## The main job: Triton (CPU profile) + Valkey + the scripted client, then everything is stopped.
 demo: setup
 	@$(PY) -m stack demo
+
+## The stack in the foreground until Ctrl-C: Valkey (cache kept in .stack/data) + Triton (CPU) + the orchestrator.
+## Options: make serve ARGS="--http-port 8080 --triton-url HOST:PORT --redis-url redis://..." (python -m stack up --help).
+serve: setup
+	@$(PY) -m stack up $(ARGS)
 
 ## The whole suite: unit, integration (real Valkey + real Triton) and end-to-end tests.
 test: setup-test

@@ -23,19 +23,26 @@ def valkey_binary() -> Path:
 
 @dataclass
 class ValkeyServer:
-    """A throwaway, non-persistent Valkey with vector search, bound to loopback."""
+    """Valkey with vector search, bound to loopback: throwaway by default; with `data_dir`, persistent (an
+    append-only file there, fsynced every second and on shutdown, replayed at the next start)."""
 
     port: int = field(default_factory=free_port)
     maxmemory: str = "0"
     log_path: Path | None = None
+    data_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.data_dir is None:
+            persistence = ["--appendonly", "no"]
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            persistence = ["--dir", str(self.data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "everysec"]
         argv = [
             str(valkey_binary()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            *persistence,
             "--maxmemory", self.maxmemory,
             "--maxmemory-policy", "allkeys-lru",
             "--loadmodule", str(redisearch_module()),
@@ -64,6 +71,13 @@ class ValkeyServer:
 
     def running(self) -> bool:
         return self._process.running()
+
+    @property
+    def log_path_used(self) -> Path:
+        return self._process.log_path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._process.log_tail(lines)
 
     def __enter__(self) -> ValkeyServer:
         return self.start()

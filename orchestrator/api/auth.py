@@ -1,6 +1,6 @@
 """API keys → tenants and cache namespaces; the admin key; open mode for local use.
 
-Keys come from ORCH_API_KEYS and/or a TOML keys file (orchestrator.api.settings). A presented key is compared
+Keys come from ORCH_API__KEYS and/or a TOML keys file (orchestrator.api.settings). A presented key is compared
 with every configured key in constant time, so response timing does not reveal how much of a key matched.
 Open mode (no key needed, admin allowed) is on by default only when the server is bound to loopback and no
 key is configured. With keys configured, an unknown key is refused even in open mode, so a typo never
@@ -87,6 +87,17 @@ class Authenticator:
         if open_mode and not settings.loopback:
             log.warning("open mode on a non-loopback address (%s): anyone who can connect is admin", settings.host)
         return cls(grants, admin_key, open_mode, settings.open_tenant)
+
+    def describe(self) -> str:
+        """The auth mode in words, for start-up messages (no key is shown)."""
+        count = len(self._grants)
+        keys = f"{count} API key{'' if count == 1 else 's'}" + (" and an admin key" if self._admin_key else "")
+        tenant = self._open_principal.tenant
+        if self.open_mode and not (self._grants or self._admin_key):
+            return f"open mode: no API key needed (any key is accepted), requests run as tenant {tenant!r}, admin included"
+        if self.open_mode:
+            return f"open mode with {keys}: requests without a key run as tenant {tenant!r}; a key sent must be valid"
+        return f"{keys}: every request needs 'Authorization: Bearer <key>'"
 
     def authenticate(self, api_key: str | None) -> Principal:
         if not api_key:

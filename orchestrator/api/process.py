@@ -1,5 +1,6 @@
-"""`python -m orchestrator serve` as a child process on chosen (or free) loopback ports: what the e2e tests,
-the benchmarks and the demo start, so clients and server do not share one Python interpreter."""
+"""`python -m orchestrator serve` as a child process on chosen (or free) ports, loopback by default: what the
+e2e tests, the benchmarks, the demo and `make serve` start, so clients and server do not share one Python
+interpreter."""
 
 from __future__ import annotations
 
@@ -27,21 +28,28 @@ class OrchestratorProcess:
     log_path: Path | None = None
     #: Started means ready (Triton and Redis reachable); "/healthz" only waits for the process to listen.
     wait_for: str = "/readyz"
+    #: The address both APIs bind to.
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
-        argv = [sys.executable, "-m", "orchestrator", "serve", "--host", "127.0.0.1",
+        argv = [sys.executable, "-m", "orchestrator", "serve", "--host", self.host,
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                 "--triton-url", self.triton_url, "--redis-url", self.redis_url]
         log_path = self.log_path or paths.STACK_HOME / "logs" / f"orchestrator-{self.http_port}.log"
         self._process = ManagedProcess("orchestrator", argv, log_path, env={**os.environ, **self.env})
 
     @property
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches the APIs (loopback when they bind to every address)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.connect_host}:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.connect_host}:{self.grpc_port}"
 
     @property
     def pid(self) -> int | None:
@@ -60,6 +68,13 @@ class OrchestratorProcess:
 
     def stop(self) -> None:
         self._process.stop()
+
+    def running(self) -> bool:
+        return self._process.running()
+
+    @property
+    def log_path_used(self) -> Path:
+        return self._process.log_path
 
     def log_tail(self, lines: int = 40) -> str:
         return self._process.log_tail(lines)
