@@ -60,6 +60,12 @@ class TritonSettings(BaseModel):
     #: default: Triton 2.51 does not pass a client's cancellation through an ensemble to the engine, so a
     #: client that leaves (or a speculative call that a semantic hit ends) would keep an engine slot busy.
     llm_model: str = "tensorrt_llm_bls"
+    #: The engine model behind it (upstream's `tensorrt_llm`): a generation ended early is stopped there by its
+    #: request id (upstream's `stop` input), which both the BLS and the ensemble pass on.
+    engine_model: str = "tensorrt_llm"
+    #: How long stopping an abandoned generation and reading its stream to the end may take before the call is
+    #: cancelled instead.
+    abandon_timeout_s: float = Field(default=5.0, gt=0)
     embedding_model: str = "embedding"
     #: Retries of a request that could not reach Triton (connection errors only, before any response).
     connect_retries: int = Field(default=2, ge=0)

@@ -26,6 +26,9 @@ SEMANTIC_ERRORS = Counter("orchestrator_semantic_errors_total",
                           "Semantic-layer operations that failed (the request went on without it)", ["operation"])
 BACKEND_REQUESTS = Counter("orchestrator_backend_requests_total", "Generations sent to Triton, by outcome",
                            ["outcome"])
+BACKEND_ABANDONED = Counter("orchestrator_backend_abandoned_total",
+                            "Generations ended early: stopped by request id, or cancelled when that failed",
+                            ["outcome"])
 BACKEND_TTFT = Histogram("orchestrator_backend_ttft_seconds", "Time from sending a generation to its first token",
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 KV_CACHE_REUSED_BLOCKS = Counter("orchestrator_backend_kv_cache_reused_blocks_total",

@@ -2,8 +2,11 @@
 
 One bidirectional `ModelStreamInfer` call per generation, with `stream=true` so the decoupled engine sends a
 response per step; the request stream stays open until the final response (flagged by Triton because we ask
-for `triton_enable_empty_final_response`). Closing the generator before the end cancels the gRPC call, which
-Triton turns into a cancelled request (the engine frees its slot).
+for `triton_enable_empty_final_response`). Closing the generator before the end abandons the generation the
+way upstream's `tensorrt_llm` supports: a `stop` request with the same request id, sent straight to the engine
+model, then the stream read to its final response in the background. No gRPC cancellation reaches Triton,
+whose 2.51 build stalls and crashes under a stream of them (scripts/bench/cancellation_stress.py), and it works
+through the ensemble too, which does not pass a cancellation on. Only when that fails is the call cancelled.
 
 Errors become the service's: unreachable → BackendUnavailable (retried, with backoff, only while nothing has
 been received), a full queue → Overloaded, a deadline → BackendTimeout, a request the engine refuses
@@ -95,6 +98,13 @@ def ensemble_inputs(prompt: str, params: SamplingParams, model: ModelSettings) -
     return inputs
 
 
+def stop_inputs() -> list[InferInput]:
+    """Upstream's stop request: `stop` true plus the engine's non-optional inputs, which Triton checks first."""
+    return [_tensor("input_ids", _scalar(0, np.int32), "INT32"),
+            _tensor("request_output_len", _scalar(1, np.int32), "INT32"),
+            _tensor("stop", _scalar(True, np.bool_), "BOOL")]
+
+
 def _optional_int(result: InferResult, name: str) -> int | None:
     array = result.as_numpy(name)
     return int(array.reshape(-1)[0]) if array is not None and array.size else None
@@ -136,6 +146,8 @@ class TritonLLM:
         self.settings = settings
         self.model = model
         self.client = client or grpcclient.InferenceServerClient(settings.url)
+        #: Abandoned generations still being stopped and read to their end.
+        self._abandoning: set[asyncio.Task] = set()
 
     async def ready(self) -> bool:
         try:
@@ -145,22 +157,55 @@ class TritonLLM:
             return False
 
     async def aclose(self) -> None:
+        if self._abandoning:
+            await asyncio.wait(self._abandoning, timeout=self.settings.abandon_timeout_s)
         await self.client.close()
 
-    def _open(self, prompt: str, params: SamplingParams, request_id: str, finished: asyncio.Event):
+    def _open(self, model_name: str, inputs: list[InferInput], request_id: str, finished: asyncio.Event,
+              timeout_s: float):
         async def requests():
-            yield {"model_name": self.settings.llm_model, "inputs": ensemble_inputs(prompt, params, self.model),
-                   "request_id": request_id, "parameters": {"triton_enable_empty_final_response": True}}
+            yield {"model_name": model_name, "inputs": inputs, "request_id": request_id,
+                   "parameters": {"triton_enable_empty_final_response": True}}
             # Keep our side of the stream open until the last response: a half-closed stream may end early.
             await finished.wait()
 
-        return self.client.stream_infer(requests(), stream_timeout=self.settings.request_timeout_s)
+        return self.client.stream_infer(requests(), stream_timeout=timeout_s)
+
+    async def _abandon(self, responses, finished: asyncio.Event, request_id: str) -> None:
+        """Stop the generation with upstream's `stop` request and read its stream to the final response; cancel
+        the call only if that does not finish in time."""
+        outcome = "stopped"
+        try:
+            async with asyncio.timeout(self.settings.abandon_timeout_s):
+                stop_done = asyncio.Event()
+                try:
+                    stop = self._open(self.settings.engine_model, stop_inputs(), request_id, stop_done,
+                                      self.settings.abandon_timeout_s)
+                    async for result, error in stop:
+                        if error is not None:
+                            raise map_error_message(str(error.message()))
+                        if _is_final(result):
+                            break
+                finally:
+                    stop_done.set()
+                async for result, error in responses:
+                    if error is not None or _is_final(result):
+                        break
+        except (TimeoutError, OrchestratorError, grpc.aio.AioRpcError, InferenceServerException) as error:
+            outcome = "cancelled"
+            responses.cancel()
+            log.warning("could not stop generation %r (%s: %s); its gRPC stream was cancelled", request_id,
+                        type(error).__name__, error)
+        finally:
+            finished.set()
+            metrics.BACKEND_ABANDONED.labels(outcome).inc()
 
     async def _first(self, prompt: str, params: SamplingParams, request_id: str):
         """Open the stream and wait for its first response, retrying connection failures."""
         for attempt in range(self.settings.connect_retries + 1):
             finished = asyncio.Event()
-            responses = self._open(prompt, params, request_id, finished)
+            responses = self._open(self.settings.llm_model, ensemble_inputs(prompt, params, self.model), request_id,
+                                   finished, self.settings.request_timeout_s)
             try:
                 first = await asyncio.wait_for(anext(responses), self.settings.first_response_timeout_s)
                 return responses, finished, first
@@ -179,7 +224,8 @@ class TritonLLM:
         raise AssertionError("unreachable")
 
     async def stream(self, prompt: str, params: SamplingParams, request_id: str = "") -> AsyncIterator[BackendDelta]:
-        """Yield the generation as it comes; the last delta has `final` set. Closing early cancels it."""
+        """Yield the generation as it comes; the last delta has `final` set. Closing early stops it (by its
+        request id, which should be unique; without one the call is cancelled)."""
         started = time.perf_counter()
         try:
             responses, finished, first = await self._first(prompt, params, request_id)
@@ -220,8 +266,12 @@ class TritonLLM:
             outcome = type(error).__name__
             raise
         finally:
-            finished.set()
             metrics.BACKEND_REQUESTS.labels(outcome).inc()
-            if outcome != "ok":
-                responses.cancel()
-                log.debug("generation %r ended early (%s); its gRPC stream was cancelled", request_id, outcome)
+            if outcome == "cancelled" and request_id:
+                task = asyncio.create_task(self._abandon(responses, finished, request_id))
+                self._abandoning.add(task)
+                task.add_done_callback(self._abandoning.discard)
+            else:
+                finished.set()
+                if outcome != "ok":
+                    responses.cancel()

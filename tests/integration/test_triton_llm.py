@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
+import uuid
 
 import pytest
 
 from cpu_engine.chat import format_chat
+from orchestrator import metrics
 from orchestrator.backends.triton_llm import TritonLLM
 from orchestrator.config import ModelSettings, TritonSettings
 from orchestrator.errors import BackendUnavailable, InvalidRequest
@@ -22,9 +24,6 @@ PROMPT = format_chat([{"role": "user", "content": "What is the capital of France
 
 #: Both text-in/text-out models of the repository serve the same interface.
 TEXT_MODELS = ("tensorrt_llm_bls", "ensemble")
-KNOWN_NOT_CANCELLING = {
-    "ensemble": "Triton 2.51 does not pass a cancelled gRPC stream on to an ensemble's steps",
-}
 
 
 @pytest.fixture(params=TEXT_MODELS)
@@ -74,23 +73,25 @@ async def wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
-async def test_closing_the_stream_cancels_the_request(llm: TritonLLM, triton, request) -> None:
-    # ~2,000 tokens take 25 s or more here: the engine going idle within 10 s of closing means it was cancelled.
-    # A known gap, kept visible (strict: fails loudly once fixed): cancelling the gRPC stream stops the engine
-    # through tensorrt_llm_bls (and tensorrt_llm called directly) but not through the ensemble, whose
-    # uncancelled generation is kept short.
-    tokens = 2000
-    if llm.settings.llm_model in KNOWN_NOT_CANCELLING:
-        tokens = 1200
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_NOT_CANCELLING[llm.settings.llm_model]))
+def abandoned(outcome: str) -> float:
+    return metrics.BACKEND_ABANDONED.labels(outcome)._value.get()
+
+
+async def test_closing_the_stream_stops_the_request(llm: TritonLLM, triton) -> None:
+    # ~2,000 tokens take 25 s or more here: the engine going idle within 10 s of closing means it was stopped.
+    # Through both models: the stop goes to tensorrt_llm by request id, so it needs no cancellation to pass
+    # through the ensemble (which Triton 2.51 does not do).
     assert await wait_for(lambda: active_requests(triton) == 0, 60)
+    stopped_before, cancelled_before = abandoned("stopped"), abandoned("cancelled")
     prompt = format_chat([{"role": "user", "content": "Write a long story about a dragon."}])
-    stream = llm.stream(prompt, SamplingParams(max_tokens=tokens), "cancel-me")
+    stream = llm.stream(prompt, SamplingParams(max_tokens=2000), f"stop-me-{uuid.uuid4().hex}")
     assert not (await anext(stream)).final
     try:
         assert await wait_for(lambda: active_requests(triton) == 1, 10)
         await stream.aclose()
         assert await wait_for(lambda: active_requests(triton) == 0, 10)
+        assert await wait_for(lambda: abandoned("stopped") == stopped_before + 1, 10)
+        assert abandoned("cancelled") == cancelled_before  # no gRPC cancellation was needed
     finally:  # leave an idle engine to the tests that follow
         await stream.aclose()
         await wait_for(lambda: active_requests(triton) == 0, 60)

@@ -153,3 +153,26 @@ async def test_closing_early_cancels_the_grpc_call() -> None:
     assert (await anext(stream)).text == "a"
     await stream.aclose()
     assert client.streams[0].cancelled
+
+
+async def test_closing_early_stops_the_engine_request_by_id_and_reads_to_the_end() -> None:
+    generation = [(response(b"a"), None), (response(b"b"), None), (response(b"", final=True), None)]
+    client_llm, client = llm(generation, [(response(None, final=True), None)])
+    stream = client_llm.stream("p", SamplingParams(), "gen-1")
+    assert (await anext(stream)).text == "a"
+    await stream.aclose()
+    await client_llm.aclose()  # waits for the abandoned generation
+    generation_stream, stop_stream = client.streams
+    stop = stop_stream.sent[0]
+    assert stop["model_name"] == "tensorrt_llm" and stop["request_id"] == "gen-1"
+    assert {i.name() for i in stop["inputs"]} == {"input_ids", "request_output_len", "stop"}
+    assert not generation_stream.cancelled and not generation_stream.items  # drained to its final response
+
+
+async def test_a_stop_that_fails_falls_back_to_cancelling() -> None:
+    client_llm, client = llm([(response(b"a"), None)], [rpc_error(grpc.StatusCode.UNAVAILABLE)])
+    stream = client_llm.stream("p", SamplingParams(), "gen-2")
+    await anext(stream)
+    await stream.aclose()
+    await client_llm.aclose()
+    assert client.streams[0].cancelled
