@@ -399,6 +399,9 @@ class CachedLLMService:
         if not policy.storable(answer.finish_reason, self.settings.cache):
             metrics.CACHE_STORES_SKIPPED.labels(answer.finish_reason).inc()
             return
+        if not self.exact.fits(answer):  # the cap holds for both layers
+            metrics.CACHE_STORES_SKIPPED.labels("too_large").inc()
+            return
         if await self.exact.set(request.tenant, plan.namespace, answer, plan.ttl_s):
             metrics.CACHE_STORES.labels("exact").inc()
         target = await self._semantic_target(request, plan)

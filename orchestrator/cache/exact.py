@@ -154,13 +154,19 @@ class ExactCache:
             return None
         return answer
 
+    def fits(self, answer: CachedAnswer) -> bool:
+        """Whether the answer is within the size cap (checked before any layer stores it)."""
+        size = len(pack_answer(answer))
+        if size > self.max_entry_bytes:
+            log.info("answer for %s not cached: %d bytes > cap %d", answer.key, size, self.max_entry_bytes)
+        return size <= self.max_entry_bytes
+
     async def set(self, tenant: str, namespace: str, answer: CachedAnswer, ttl_s: int) -> bool:
         """Store a complete answer; False when it is over the size cap or Redis is unavailable."""
-        packed = pack_answer(answer)
-        if len(packed) > self.max_entry_bytes:
+        if not self.fits(answer):
             metrics.CACHE_STORES_SKIPPED.labels("too_large").inc()
-            log.info("answer for %s not cached: %d bytes > cap %d", answer.key, len(packed), self.max_entry_bytes)
             return False
+        packed = pack_answer(answer)
         name = self.entry_key(tenant, namespace, answer.key)
 
         async def write() -> bool:

@@ -30,7 +30,7 @@ DEPLOY = paths.PROJECT_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.33"
 GPU_PROFILE = tomllib.loads((paths.PROFILES_DIR / "gpu-h100.toml").read_text())
-#: Triton and TensorRT-LLM backend metric families the dashboard may use (Triton metrics docs, DESIGN.md).
+#: Triton and TensorRT-LLM backend metric families the dashboard may use (Triton metrics docs, docs/architecture.md).
 UPSTREAM_METRICS = {"nv_inference_queue_duration_us", "nv_inference_request_success", "nv_inference_request_failure",
                     "nv_inference_compute_infer_duration_us", "nv_inference_count", "nv_inference_exec_count",
                     "nv_trt_llm_kv_cache_block_metrics", "nv_trt_llm_request_metrics"}

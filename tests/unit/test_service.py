@@ -23,9 +23,13 @@ from stack.ports import free_port
 class FakeExact:
     """ExactCache's interface over a dict."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_text_chars: int = 10_000) -> None:
         self.entries: dict[tuple[str, str, str], tuple[CachedAnswer, int]] = {}
         self.counts: dict[str, int] = {}
+        self.max_text_chars = max_text_chars
+
+    def fits(self, answer):
+        return len(answer.text) <= self.max_text_chars
 
     async def get(self, tenant, namespace, key):
         found = self.entries.get((tenant, namespace, key))
@@ -348,6 +352,15 @@ async def test_an_answer_cut_by_max_tokens_is_stored_by_default_under_its_max_to
     assert (await service.generate(chat(max_tokens=2))).cache.layer == "exact"
     longer = await service.generate(chat(max_tokens=64))
     assert longer.cache.layer == "miss" and longer.finish_reason == "stop"
+
+
+async def test_an_answer_over_the_size_cap_is_stored_in_neither_layer() -> None:
+    exact, semantic = FakeExact(max_text_chars=5), FakeSemantic()
+    service = make_service(exact=exact, semantic=semantic)
+    assert (await service.generate(chat())).cache.layer == "miss"
+    await service.generate(chat(text="What's France's capital city?"))
+    assert (await service.generate(chat())).cache.layer == "miss"
+    assert not exact.entries and not semantic.entries
 
 
 async def test_a_failed_generation_is_not_stored_and_the_error_reaches_the_caller() -> None:
