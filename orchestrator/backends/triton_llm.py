@@ -98,6 +98,41 @@ def ensemble_inputs(prompt: str, params: SamplingParams, model: ModelSettings) -
     return inputs
 
 
+#: Put on a call's queue when Triton ends the stream without a final response.
+END_OF_STREAM = object()
+
+
+@dataclass
+class Call:
+    """One streaming call and the task that reads it. The reader, not the caller, awaits gRPC: grpc.aio cancels
+    a call whose pending read is cancelled, so a caller who goes away (its task cancelled) must never be the
+    one reading, or every departure would be a gRPC cancellation."""
+
+    responses: object
+    queue: asyncio.Queue
+    finished: asyncio.Event
+    reader: asyncio.Task
+
+    def cancel(self) -> None:
+        self.finished.set()
+        self.responses.cancel()
+
+
+async def _read(responses, queue: asyncio.Queue, finished: asyncio.Event) -> None:
+    """Queue every (result, error) until the final response or an error; then close our side of the stream."""
+    try:
+        async for item in responses:
+            queue.put_nowait(item)
+            result, error = item
+            if error is not None or _is_final(result):
+                return
+        queue.put_nowait(END_OF_STREAM)
+    except grpc.aio.AioRpcError as error:
+        queue.put_nowait(error)
+    finally:
+        finished.set()
+
+
 def stop_inputs() -> list[InferInput]:
     """Upstream's stop request: `stop` true plus the engine's non-optional inputs, which Triton checks first."""
     return [_tensor("input_ids", _scalar(0, np.int32), "INT32"),
@@ -161,65 +196,74 @@ class TritonLLM:
             await asyncio.wait(self._abandoning, timeout=self.settings.abandon_timeout_s)
         await self.client.close()
 
-    def _open(self, model_name: str, inputs: list[InferInput], request_id: str, finished: asyncio.Event,
-              timeout_s: float):
+    def _open(self, model_name: str, inputs: list[InferInput], request_id: str, timeout_s: float) -> Call:
+        """Start one streaming call; its own task reads every response into a queue until the final one."""
+        finished = asyncio.Event()
+
         async def requests():
             yield {"model_name": model_name, "inputs": inputs, "request_id": request_id,
                    "parameters": {"triton_enable_empty_final_response": True}}
             # Keep our side of the stream open until the last response: a half-closed stream may end early.
             await finished.wait()
 
-        return self.client.stream_infer(requests(), stream_timeout=timeout_s)
+        responses = self.client.stream_infer(requests(), stream_timeout=timeout_s)
+        queue: asyncio.Queue = asyncio.Queue()
+        return Call(responses, queue, finished, asyncio.create_task(_read(responses, queue, finished)))
 
-    async def _abandon(self, responses, finished: asyncio.Event, request_id: str) -> None:
-        """Stop the generation with upstream's `stop` request and read its stream to the final response; cancel
-        the call only if that does not finish in time."""
+    async def _stop(self, request_id: str) -> None:
+        """Upstream's stop request for `request_id`, sent straight to the engine model, up to its final response."""
+        call = self._open(self.settings.engine_model, stop_inputs(), request_id, self.settings.abandon_timeout_s)
+        while True:
+            item = await call.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            result, error = item
+            if error is not None:
+                raise map_error_message(str(error.message()))
+            if _is_final(result):
+                return
+
+    async def _abandon(self, call: Call, request_id: str) -> None:
+        """Stop the generation by its request id and let its reader take the stream to the final response;
+        cancel the call only if that does not finish in time."""
         outcome = "stopped"
         try:
             async with asyncio.timeout(self.settings.abandon_timeout_s):
-                stop_done = asyncio.Event()
-                try:
-                    stop = self._open(self.settings.engine_model, stop_inputs(), request_id, stop_done,
-                                      self.settings.abandon_timeout_s)
-                    async for result, error in stop:
-                        if error is not None:
-                            raise map_error_message(str(error.message()))
-                        if _is_final(result):
-                            break
-                finally:
-                    stop_done.set()
-                async for result, error in responses:
-                    if error is not None or _is_final(result):
-                        break
+                await self._stop(request_id)
+                await asyncio.shield(call.reader)
         except (TimeoutError, OrchestratorError, grpc.aio.AioRpcError, InferenceServerException) as error:
             outcome = "cancelled"
-            responses.cancel()
+            call.cancel()
             log.warning("could not stop generation %r (%s: %s); its gRPC stream was cancelled", request_id,
                         type(error).__name__, error)
         finally:
-            finished.set()
             metrics.BACKEND_ABANDONED.labels(outcome).inc()
 
-    async def _first(self, prompt: str, params: SamplingParams, request_id: str):
+    def _end_early(self, call: Call, request_id: str) -> None:
+        """The caller left before the final response: stop the generation in the background (by request id),
+        or cancel the call when it has none."""
+        if not request_id:
+            call.cancel()
+            return
+        task = asyncio.create_task(self._abandon(call, request_id))
+        self._abandoning.add(task)
+        task.add_done_callback(self._abandoning.discard)
+
+    async def _first(self, prompt: str, params: SamplingParams, request_id: str) -> tuple[Call, object]:
         """Open the stream and wait for its first response, retrying connection failures."""
         for attempt in range(self.settings.connect_retries + 1):
-            finished = asyncio.Event()
-            responses = self._open(self.settings.llm_model, ensemble_inputs(prompt, params, self.model), request_id,
-                                   finished, self.settings.request_timeout_s)
+            call = self._open(self.settings.llm_model, ensemble_inputs(prompt, params, self.model), request_id,
+                              self.settings.request_timeout_s)
             try:
-                first = await asyncio.wait_for(anext(responses), self.settings.first_response_timeout_s)
-                return responses, finished, first
-            except BaseException as error:
-                finished.set()
-                responses.cancel()
-                if isinstance(error, asyncio.TimeoutError):
-                    raise BackendTimeout(f"no response from Triton within "
-                                         f"{self.settings.first_response_timeout_s} s") from None
-                if not isinstance(error, grpc.aio.AioRpcError):
-                    raise
-                mapped = map_rpc_error(error)
-                if not isinstance(mapped, BackendUnavailable) or attempt == self.settings.connect_retries:
-                    raise mapped from error
+                first = await asyncio.wait_for(call.queue.get(), self.settings.first_response_timeout_s)
+            except BaseException:  # no response in time, or the caller left: the generation may be queued
+                self._end_early(call, request_id)
+                raise
+            if not isinstance(first, grpc.aio.AioRpcError):
+                return call, first
+            mapped = map_rpc_error(first)
+            if not isinstance(mapped, BackendUnavailable) or attempt == self.settings.connect_retries:
+                raise mapped from first
             await asyncio.sleep(self.settings.retry_backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -228,7 +272,11 @@ class TritonLLM:
         request id, which should be unique; without one the call is cancelled)."""
         started = time.perf_counter()
         try:
-            responses, finished, first = await self._first(prompt, params, request_id)
+            call, first = await self._first(prompt, params, request_id)
+        except asyncio.TimeoutError:
+            metrics.BACKEND_REQUESTS.labels("BackendTimeout").inc()
+            raise BackendTimeout(f"no response from Triton within {self.settings.first_response_timeout_s} s"
+                                 ) from None
         except OrchestratorError as error:
             metrics.BACKEND_REQUESTS.labels(type(error).__name__).inc()
             raise
@@ -238,6 +286,10 @@ class TritonLLM:
         try:
             item = first
             while True:
+                if isinstance(item, grpc.aio.AioRpcError):
+                    raise map_rpc_error(item) from item
+                if item is END_OF_STREAM:
+                    raise BackendUnavailable("Triton closed the stream before the final response")
                 result, error = item
                 if error is not None:
                     raise map_error_message(str(error.message()))
@@ -248,30 +300,20 @@ class TritonLLM:
                 if text and not first_token_seen:
                     first_token_seen = True
                     metrics.BACKEND_TTFT.observe(time.perf_counter() - started)
+                if final:  # complete once read, even if the caller closes at this last delta
+                    outcome = "ok"
                 if text or final or text_output is not None:
                     yield BackendDelta(text=text, final=final,
                                        input_tokens=_optional_int(result, "num_input_tokens"),
                                        output_tokens=_optional_int(result, "num_output_tokens"),
                                        kv_cache_reused_blocks=_optional_int(result, "kv_cache_reused_blocks"))
                 if final:
-                    outcome = "ok"
                     return
-                try:
-                    item = await anext(responses)
-                except StopAsyncIteration:
-                    raise BackendUnavailable("Triton closed the stream before the final response") from None
-                except grpc.aio.AioRpcError as rpc_error:
-                    raise map_rpc_error(rpc_error) from rpc_error
+                item = await call.queue.get()
         except OrchestratorError as error:
             outcome = type(error).__name__
             raise
         finally:
             metrics.BACKEND_REQUESTS.labels(outcome).inc()
-            if outcome == "cancelled" and request_id:
-                task = asyncio.create_task(self._abandon(responses, finished, request_id))
-                self._abandoning.add(task)
-                task.add_done_callback(self._abandoning.discard)
-            else:
-                finished.set()
-                if outcome != "ok":
-                    responses.cancel()
+            if outcome == "cancelled":
+                self._end_early(call, request_id)

@@ -1,9 +1,11 @@
 """Cancellation stress: a closed-loop mixed workload (repeats, paraphrases, fresh questions) through the
 orchestrator with speculative generation on and off, each on its own fresh Triton (CPU profile) and Valkey.
 
-With `cache.speculative_generation` every semantic hit cancels a `tensorrt_llm_bls` stream that has just
-started. This shows what Triton does under a steady stream of such cancellations: whether it survives
-(its log has no fatal signal, the process is alive) and how many requests failed.
+With `cache.speculative_generation` every semantic hit abandons a `tensorrt_llm_bls` generation that has just
+started. The orchestrator ends it with upstream's `stop` request by request id and reads the stream to its
+end (a gRPC cancellation only if that fails; both counted from the orchestrator's metrics). This shows what
+Triton does under a steady stream of abandoned generations: whether it survives (its log has no fatal signal,
+the process is alive) and how many requests failed.
 
     .venv/bin/python scripts/bench/cancellation_stress.py --duration 40 --concurrency 4
 
@@ -17,6 +19,7 @@ import json
 import re
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -31,6 +34,13 @@ from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402
 
 FATAL = re.compile(r"Signal \((11|6)\) received|malloc\(\)|corrupted")
+ABANDONED = re.compile(r'^orchestrator_backend_abandoned_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def abandoned(http_url: str) -> dict[str, int]:
+    """Generations the orchestrator ended early, by how: "stopped" (by request id) or "cancelled"."""
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=10) as response:
+        return {outcome: int(float(value)) for outcome, value in ABANDONED.findall(response.read().decode())}
 
 
 async def drive(url: str, duration_s: float, concurrency: int) -> dict:
@@ -50,10 +60,12 @@ def run(speculative: bool, duration_s: float, concurrency: int, scratch: Path) -
     with ValkeyServer() as valkey, TritonServer(render("cpu", scratch / f"repo-{speculative}"), log_path=log) as triton, \
             OrchestratorProcess(triton.grpc_url, valkey.url, env=env) as orchestrator:
         summary = asyncio.run(drive(orchestrator.http_url, duration_s, concurrency))
+        ended_early = abandoned(orchestrator.http_url)
         alive = triton.running()
     fatal = sorted(set(FATAL.findall(log.read_text())))
     return {"speculative": speculative, "requests": summary["requests"], "ok": summary["ok"],
-            "errors": summary["errors"], "hit_rate": summary["hit_rate"], "triton_alive": alive,
+            "errors": summary["errors"], "hit_rate": summary["hit_rate"], "abandoned": ended_early,
+            "triton_alive": alive,
             "triton_fatal_signals": fatal}
 
 
@@ -66,7 +78,7 @@ def main() -> None:
         runs = [run(speculative, args.duration, args.concurrency, Path(scratch)) for speculative in (False, True)]
     for result in runs:
         print(f"speculative={result['speculative']}: {result['ok']}/{result['requests']} ok, errors "
-              f"{result['errors']}, Triton alive {result['triton_alive']}, fatal {result['triton_fatal_signals']}")
+              f"{result['errors']}, abandoned {result['abandoned']}, Triton alive {result['triton_alive']}, fatal {result['triton_fatal_signals']}")
     print(json.dumps({"bench": "cancellation_stress", "duration_s": args.duration,
                       "concurrency": args.concurrency, "runs": runs}))
 

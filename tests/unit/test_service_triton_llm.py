@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import numpy as np
@@ -40,11 +41,18 @@ class FakeStream:
         return self
 
     async def __anext__(self):
-        if not self.sent:
-            self.sent.append(await anext(self.requests))
-        if not self.items:
-            await asyncio.sleep(3600)
-        item = self.items.pop(0)
+        try:
+            if not self.sent:
+                self.sent.append(await anext(self.requests))
+            if not self.items:
+                await asyncio.sleep(3600)
+            item = self.items.pop(0)
+            if isinstance(item, asyncio.Event):  # hold the rest back until the test sets it
+                await item.wait()
+                item = self.items.pop(0)
+        except asyncio.CancelledError:
+            self.cancelled = True  # as grpc.aio does when a pending read is cancelled
+            raise
         if isinstance(item, BaseException):
             raise item
         return item
@@ -137,7 +145,7 @@ async def test_other_errors_are_not_retried() -> None:
     client_llm, client = llm([(response(b"a"), None), rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED)])
     with pytest.raises(BackendTimeout):
         [d async for d in client_llm.stream("p", SamplingParams())]
-    assert len(client.streams) == 1 and client.streams[0].cancelled
+    assert len(client.streams) == 1  # not retried (and a stream that ended in an error needs no cancelling)
 
 
 async def test_no_first_response_in_time_is_a_timeout() -> None:
@@ -167,6 +175,22 @@ async def test_closing_early_stops_the_engine_request_by_id_and_reads_to_the_end
     assert stop["model_name"] == "tensorrt_llm" and stop["request_id"] == "gen-1"
     assert {i.name() for i in stop["inputs"]} == {"input_ids", "request_output_len", "stop"}
     assert not generation_stream.cancelled and not generation_stream.items  # drained to its final response
+
+
+async def test_a_caller_cancelled_while_waiting_stops_by_id_without_cancelling_the_call() -> None:
+    # grpc.aio cancels a call whose pending read is cancelled: the caller never reads the call itself.
+    held = asyncio.Event()
+    generation = [held, (response(b"a"), None), (response(b"", final=True), None)]
+    client_llm, client = llm(generation, [(response(None, final=True), None)])
+    task = asyncio.create_task(anext(client_llm.stream("p", SamplingParams(), "gen-3")))
+    await asyncio.sleep(0.01)  # the caller is waiting for the first response
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    held.set()
+    await client_llm.aclose()
+    assert client.streams[1].sent[0]["request_id"] == "gen-3"
+    assert not client.streams[0].cancelled
 
 
 async def test_a_stop_that_fails_falls_back_to_cancelling() -> None:
