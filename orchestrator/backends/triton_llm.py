@@ -112,16 +112,19 @@ class Call:
     queue: asyncio.Queue
     finished: asyncio.Event
     reader: asyncio.Task
+    #: Set at the first response: from then on the engine holds the request, so a stop can find it.
+    answered: asyncio.Event
 
     def cancel(self) -> None:
         self.finished.set()
         self.responses.cancel()
 
 
-async def _read(responses, queue: asyncio.Queue, finished: asyncio.Event) -> None:
+async def _read(responses, queue: asyncio.Queue, finished: asyncio.Event, answered: asyncio.Event) -> None:
     """Queue every (result, error) until the final response or an error; then close our side of the stream."""
     try:
         async for item in responses:
+            answered.set()
             queue.put_nowait(item)
             result, error = item
             if error is not None or _is_final(result):
@@ -130,6 +133,7 @@ async def _read(responses, queue: asyncio.Queue, finished: asyncio.Event) -> Non
     except grpc.aio.AioRpcError as error:
         queue.put_nowait(error)
     finally:
+        answered.set()
         finished.set()
 
 
@@ -208,7 +212,9 @@ class TritonLLM:
 
         responses = self.client.stream_infer(requests(), stream_timeout=timeout_s)
         queue: asyncio.Queue = asyncio.Queue()
-        return Call(responses, queue, finished, asyncio.create_task(_read(responses, queue, finished)))
+        answered = asyncio.Event()
+        reader = asyncio.create_task(_read(responses, queue, finished, answered))
+        return Call(responses, queue, finished, reader, answered)
 
     async def _stop(self, request_id: str) -> None:
         """Upstream's stop request for `request_id`, sent straight to the engine model, up to its final response."""
@@ -225,11 +231,16 @@ class TritonLLM:
 
     async def _abandon(self, call: Call, request_id: str) -> None:
         """Stop the generation by its request id and let its reader take the stream to the final response;
-        cancel the call only if that does not finish in time."""
+        cancel the call only if that does not finish in time. The stop waits for the generation's first
+        response: before it the engine may not hold the request yet, and a stop for an unknown id is a no-op
+        (upstream and the CPU engine alike), which would leave the generation running to its end."""
         outcome = "stopped"
         try:
+            async with asyncio.timeout(self.settings.first_response_timeout_s):
+                await call.answered.wait()
             async with asyncio.timeout(self.settings.abandon_timeout_s):
-                await self._stop(request_id)
+                if not call.reader.done():
+                    await self._stop(request_id)
                 await asyncio.shield(call.reader)
         except (TimeoutError, OrchestratorError, grpc.aio.AioRpcError, InferenceServerException) as error:
             outcome = "cancelled"

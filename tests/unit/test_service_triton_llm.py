@@ -163,9 +163,22 @@ async def test_closing_early_cancels_the_grpc_call() -> None:
     assert client.streams[0].cancelled
 
 
+class StoppingClient(FakeClient):
+    """The engine keeps generating until a stop request arrives (the second stream opened), then ends."""
+
+    def __init__(self, generation, stop) -> None:
+        self.running = asyncio.Event()
+        super().__init__([*generation, self.running, (response(b"", final=True), None)], stop)
+
+    def stream_infer(self, requests, stream_timeout=None):
+        if self.streams:
+            self.running.set()
+        return super().stream_infer(requests, stream_timeout)
+
+
 async def test_closing_early_stops_the_engine_request_by_id_and_reads_to_the_end() -> None:
-    generation = [(response(b"a"), None), (response(b"b"), None), (response(b"", final=True), None)]
-    client_llm, client = llm(generation, [(response(None, final=True), None)])
+    client = StoppingClient([(response(b"a"), None), (response(b"b"), None)], [(response(None, final=True), None)])
+    client_llm = TritonLLM(TritonSettings(), ModelSettings(), client=client)
     stream = client_llm.stream("p", SamplingParams(), "gen-1")
     assert (await anext(stream)).text == "a"
     await stream.aclose()
@@ -177,16 +190,19 @@ async def test_closing_early_stops_the_engine_request_by_id_and_reads_to_the_end
     assert not generation_stream.cancelled and not generation_stream.items  # drained to its final response
 
 
-async def test_a_caller_cancelled_while_waiting_stops_by_id_without_cancelling_the_call() -> None:
-    # grpc.aio cancels a call whose pending read is cancelled: the caller never reads the call itself.
+async def test_a_caller_cancelled_while_waiting_stops_by_id_once_the_engine_answers() -> None:
+    # grpc.aio cancels a call whose pending read is cancelled: the caller never reads the call itself. The stop
+    # waits for the first response, before which the engine may not hold the request (a stop would be lost).
     held = asyncio.Event()
-    generation = [held, (response(b"a"), None), (response(b"", final=True), None)]
-    client_llm, client = llm(generation, [(response(None, final=True), None)])
+    client = StoppingClient([held, (response(b"a"), None)], [(response(None, final=True), None)])
+    client_llm = TritonLLM(TritonSettings(), ModelSettings(), client=client)
     task = asyncio.create_task(anext(client_llm.stream("p", SamplingParams(), "gen-3")))
     await asyncio.sleep(0.01)  # the caller is waiting for the first response
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await asyncio.sleep(0.01)
+    assert len(client.streams) == 1  # no stop before the engine answered
     held.set()
     await client_llm.aclose()
     assert client.streams[1].sent[0]["request_id"] == "gen-3"
