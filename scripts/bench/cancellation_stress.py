@@ -33,7 +33,7 @@ from stack.render import render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402
 
-FATAL = re.compile(r"Signal \((11|6)\) received|malloc\(\)|corrupted")
+FATAL = re.compile(r"Signal \((?:11|6)\) received|malloc\(\)[^\n]*|corrupted[^\n]*")
 ABANDONED = re.compile(r'^orchestrator_backend_abandoned_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 

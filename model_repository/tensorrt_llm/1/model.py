@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,6 +87,9 @@ class TritonPythonModel:
         self._jobs_lock = threading.Lock()
         self._create_metrics(args)
         self._stop = threading.Event()
+        #: Answers stop requests off the execute() thread: Triton 2.51's stub stalls (its health check then
+        #: fails) when execute() sends while generation threads send too.
+        self._control = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stop")
         self._metrics_thread = threading.Thread(target=self._publish_metrics, daemon=True)
         self._metrics_thread.start()
 
@@ -95,7 +99,7 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             stop = pb_utils.get_input_tensor_by_name(request, "stop")
             if stop is not None and bool(stop.as_numpy().reshape(-1)[0]):
-                self._stop_request(request.request_id(), sender)
+                self._control.submit(self._stop_request, request.request_id(), sender)
                 continue
             inputs = {name: tensor.as_numpy() for name in (*INPUTS, *FLAGS)
                       if (tensor := pb_utils.get_input_tensor_by_name(request, name)) is not None}
@@ -236,6 +240,7 @@ class TritonPythonModel:
 
     def finalize(self):
         self._stop.set()
+        self._control.shutdown()
         self._metrics_thread.join()
         self.admission.close()
         self.engine.close()
