@@ -57,8 +57,8 @@ class TritonSettings(BaseModel):
 
     url: str = "127.0.0.1:8001"
     #: The text-in/text-out model: upstream's `tensorrt_llm_bls` or `ensemble` (same inputs and outputs). BLS by
-    #: default: Triton 2.51 does not pass a client's cancellation through an ensemble to the engine, so a
-    #: client that leaves (or a speculative call that a semantic hit ends) would keep an engine slot busy.
+    #: default: it streams deltas that never split a character; both free the engine slot of a generation the
+    #: orchestrator abandons (it is stopped by request id, below).
     llm_model: str = "tensorrt_llm_bls"
     #: The engine model behind it (upstream's `tensorrt_llm`): a generation ended early is stopped there by its
     #: request id (upstream's `stop` input), which both the BLS and the ensemble pass on.
@@ -115,10 +115,10 @@ class CacheSettings(BaseModel):
     #: answers that ended on their own (end of sequence or a stop word).
     store_truncated: bool = True
     #: Start the backend call while the semantic lookup embeds the query, so a miss reaches its first token
-    #: without waiting for the embedding; a semantic hit cancels that call (a little prefill is wasted).
-    #: Off by default: Triton 2.51 (the CPU build) crashes under a steady stream of such cancellations of
-    #: `tensorrt_llm_bls` (docs/reliability.md, "Known gaps"); turn it on only where that is known not to happen.
-    speculative_generation: bool = False
+    #: without waiting for the embedding (about halves the miss overhead here, docs/benchmarks.md); a semantic
+    #: hit then stops that generation after its first token (a prefill is spent on every semantic hit, which
+    #: matters where the engine, not the cache, is the bottleneck: turn it off there).
+    speculative_generation: bool = True
     namespace: str = "default"
 
 
