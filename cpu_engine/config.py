@@ -9,11 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpu_engine.cores import available_cores
+
 INFLIGHT = "inflight_fused_batching"
 #: Upstream also accepts the older name; on this engine both mean the same admission policy.
 INFLIGHT_ALIASES = frozenset({INFLIGHT, "inflight_batching"})
 STATIC = "V1"
 SCHEDULER_POLICIES = frozenset({"max_utilization", "guaranteed_no_evict"})
+
+
+#: llama.cpp's own default.
+DEFAULT_POLL = 50
+
+
+def default_threads() -> int:
+    return available_cores()
 
 
 class ConfigError(ValueError):
@@ -39,7 +49,12 @@ class EngineConfig:
     batch_scheduler_policy: str
     #: Requests that may wait for a slot before new ones are rejected (0: unbounded), from the dynamic batcher.
     max_queue_size: int
+    #: llama.cpp threads for decoding (`cpu_threads`) and for prompt batches (`cpu_threads_batch`); by default
+    #: derived from the cores this process may use (cpu_engine.cores), never more.
     threads: int
+    batch_threads: int
+    #: How hard llama.cpp's threads spin before sleeping while they wait for each other (0-100, its `poll`).
+    poll: int
     #: Prompt tokens per llama.cpp batch when chunked context is on.
     chunk_tokens: int
     stats_check_period_ms: int
@@ -95,6 +110,7 @@ class EngineConfig:
         if slots < 1:
             raise ConfigError("max_batch_size must be >= 1 (it is the number of parallel engine slots)")
         queue_policy = model_config.get("dynamic_batching", {}).get("default_queue_policy", {})
+        threads = integer("cpu_threads", default_threads(), 1)
         config = cls(
             model_path=str(Path(text("gpt_model_path", default_model_path))),
             tokenizer_dir=text("tokenizer_dir", default_tokenizer_dir),
@@ -108,7 +124,9 @@ class EngineConfig:
             exclude_input_in_output=boolean("exclude_input_in_output", False),
             batch_scheduler_policy=policy,
             max_queue_size=int(queue_policy.get("max_queue_size", 0)),
-            threads=integer("cpu_threads", 2, 1),
+            threads=threads,
+            batch_threads=integer("cpu_threads_batch", threads, 1),
+            poll=integer("cpu_poll", DEFAULT_POLL, 0),
             chunk_tokens=integer("cpu_chunk_tokens", 512, 1),
             stats_check_period_ms=integer("stats_check_period_ms", 100, 1),
         )

@@ -64,7 +64,9 @@ class LlamaEngine:
         params.n_batch = config.chunk_tokens if config.enable_chunked_context else config.slot_context_tokens
         params.n_ubatch = min(params.n_batch, 512)
         params.cpuparams.n_threads = config.threads
-        params.cpuparams_batch.n_threads = config.threads
+        params.cpuparams_batch.n_threads = config.batch_threads
+        params.cpuparams.poll = config.poll
+        params.cpuparams_batch.poll = config.poll
         # llama.cpp's CPU flash-attention kernel sums differently for different batch shapes, so a prompt
         # evaluated in one piece and the same prompt evaluated as cached prefix + suffix could give different
         # greedy tokens; the plain attention path gave identical outputs in every check here.
