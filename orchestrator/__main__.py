@@ -46,16 +46,13 @@ def load_settings(env_file: Path | None, host: str | None = None, http_port: int
         _fail(str(error))
     except ValidationError as error:
         _fail(describe_validation_error(error))
-    updates = {}
+    data = settings.model_dump()
     for name, fields in overrides.items():
-        given = {field: value for field, value in fields.items() if value is not None}
-        if given:  # validated like the environment's values
-            section = getattr(settings, name)
-            try:
-                updates[name] = type(section).model_validate({**section.model_dump(), **given})
-            except ValidationError as error:
-                _fail(describe_validation_error(error, section=name))
-    return settings.model_copy(update=updates)
+        data[name].update({field: value for field, value in fields.items() if value is not None})
+    try:  # validated like the environment's values
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        _fail(describe_validation_error(error))
 
 
 def _fail(message: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.api.settings import ApiSettings
@@ -27,7 +27,7 @@ ENV_NESTED_DELIMITER = "__"
 
 SampledPolicy = Literal["bypass", "seeded", "cache"]
 IndexBackend = Literal["redisearch", "faiss"]
-#: The near-miss guard's checks, as orchestrator.cache.guard.CHECKS names them (a unit test keeps them equal).
+#: The near-miss guard's checks (orchestrator.cache.guard runs them; its CHECKS is this list).
 GuardCheck = Literal["numbers", "negation", "antonym", "order", "entity", "unit", "time"]
 
 #: Sections reject fields they do not have (a misspelt key in JSON, a keys file or an env file).
@@ -122,30 +122,56 @@ class CacheSettings(BaseModel):
     namespace: str = "default"
 
 
-class SemanticSettings(BaseModel):
-    """Read by orchestrator.cache.semantic (config_from_settings); meanings are documented there."""
+class GuardSettings(BaseModel):
+    """The near-miss guard (orchestrator.cache.guard): which checks run, and what counts as a rare word."""
 
     model_config = STRICT
 
     enabled: bool = True
+    #: Which checks the guard runs (orchestrator.cache.guard documents each); all by default.
+    checks: tuple[GuardCheck, ...] = get_args(GuardCheck)
+    #: Zipf word frequency (log10 per billion words) below which a word counts as specific (the entity check).
+    rare_zipf: float = Field(default=3.3, ge=0.0, le=8.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: object) -> object:
+        """`ORCH_SEMANTIC__GUARD=true|false` (the setting's name before it became a section) turns it on or off."""
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
+class HnswSettings(BaseModel):
+    """HNSW parameters shared by both vector-index back-ends (orchestrator.cache.vector_index)."""
+
+    model_config = STRICT
+
+    m: int = Field(default=16, ge=2)
+    ef_construction: int = Field(default=200, ge=1)
+    #: Search beam width, always sent explicitly: RediSearch's default 10 recalls poorly at 100k entries.
+    ef_runtime: int = Field(default=64, ge=1)
+
+
+class SemanticSettings(BaseModel):
+    """The semantic layer (orchestrator.cache.semantic), its near-miss guard and its index."""
+
+    model_config = STRICT
+
+    enabled: bool = True
+    #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
     index: IndexBackend = "redisearch"
     #: Cosine similarity of the two questions' MiniLM embeddings from which the nearest entry is a candidate
-    #: at all; the near-miss guard then decides. Same default as orchestrator.cache.semantic.DEFAULT_THRESHOLD.
+    #: at all; the near-miss guard then decides. The default comes from `python -m orchestrator.eval calibrate`
+    #: on labelled pairs (docs/benchmarks.md): below it paraphrases and different questions overlap too much
+    #: for any lexical check to sort out.
     threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
-    #: Nearest entries considered per lookup (the nearest may be a near miss, the next a paraphrase).
+    #: Nearest entries considered per lookup: when the nearest is a near miss ("capital of Germany" for
+    #: "capital of France"), the next one above the threshold may still be a paraphrase.
     candidates: int = Field(default=3, ge=1)
     #: A lookup first waits up to this long for this replica's semantic stores still running in the same
     #: scope (they embed the question after the answer went out), so an immediate paraphrase finds it.
     store_wait_s: float = Field(default=2.0, ge=0.0)
-    guard: bool = True
-    #: Which checks the near-miss guard runs (orchestrator.cache.guard); all by default.
-    guard_checks: tuple[GuardCheck, ...] = get_args(GuardCheck)
-    #: Zipf word frequency (log10 per billion words) below which a word counts as specific (the entity check).
-    guard_rare_zipf: float = Field(default=3.3, ge=0.0, le=8.0)
-    hnsw_m: int = Field(default=16, ge=2)
-    hnsw_ef_construction: int = Field(default=200, ge=1)
-    #: HNSW search beam width (RediSearch's default 10 recalls poorly at 100k entries).
-    ef_runtime: int = Field(default=64, ge=1)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    hnsw: HnswSettings = Field(default_factory=HnswSettings)
 
 
 class Settings(BaseSettings):
@@ -174,15 +200,23 @@ class Settings(BaseSettings):
         return init_settings, env_settings, dotenv_settings, file_secret_settings
 
 
+def _section(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    """The model of `model`'s field `name` when that field is a nested section (None for a plain value)."""
+    field = model.model_fields.get(name)
+    annotation = field.annotation if field is not None else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def setting_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
     """Every variable name a setting can be given by: ORCH_<SECTION> (the section as JSON) and
-    ORCH_<SECTION>__<FIELD>, e.g. ORCH_TRITON__URL."""
+    ORCH_<SECTION>__<FIELD>, e.g. ORCH_TRITON__URL, down every nested section (ORCH_SEMANTIC__GUARD__CHECKS)."""
     names = []
-    for name, field in model.model_fields.items():
-        env_name = f"{prefix}{name.upper()}"
-        names.append(env_name)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            names += setting_names(field.annotation, env_name + ENV_NESTED_DELIMITER)
+    for name in model.model_fields:
+        variable = f"{prefix}{name.upper()}"
+        names.append(variable)
+        section = _section(model, name)
+        if section is not None:
+            names += setting_names(section, variable + ENV_NESTED_DELIMITER)
     return names
 
 
@@ -203,9 +237,13 @@ def check_names(names: Iterable[str], where: str, only_prefixed: bool) -> None:
 def env_name(loc: tuple[str | int, ...]) -> str:
     """The variable that sets the value at `loc` (a pydantic error location); deeper parts (a key grant's
     field) follow in brackets, with API keys masked."""
-    head = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc[:2])
-    rest = [mask_key(str(part)) if loc[:2] == ("api", "keys") and index == 0 else str(part)
-            for index, part in enumerate(loc[2:])]
+    model: type[BaseModel] | None = Settings
+    depth = 0
+    while model is not None and depth < len(loc) and str(loc[depth]) in model.model_fields:
+        model, depth = _section(model, str(loc[depth])), depth + 1
+    head = ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in loc[:depth])
+    rest = [mask_key(str(part)) if loc[:depth] == ("api", "keys") and index == 0 else str(part)
+            for index, part in enumerate(loc[depth:])]
     return f"{head}[{'.'.join(rest)}]" if rest else head
 
 
@@ -256,14 +294,16 @@ def masked_settings(settings: Settings) -> dict:
     return data
 
 
-def setting_lines(data: dict) -> list[str]:
+def setting_lines(data: dict, model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> list[str]:
     """`masked_settings` output as env-file lines, ORCH_<SECTION>__<FIELD>=value (unset values as comments)."""
     lines = []
-    for section, fields in data.items():
-        for name, value in fields.items():
-            variable = f"{ENV_PREFIX}{section.upper()}{ENV_NESTED_DELIMITER}{name.upper()}"
-            if value is None:
-                lines.append(f"# {variable} unset")
-            else:
-                lines.append(f"{variable}={value if isinstance(value, str) else json.dumps(value)}")
+    for name, value in data.items():
+        variable = f"{prefix}{name.upper()}"
+        section = _section(model, name)
+        if section is not None:
+            lines += setting_lines(value, section, variable + ENV_NESTED_DELIMITER)
+        elif value is None:
+            lines.append(f"# {variable} unset")
+        else:
+            lines.append(f"{variable}={value if isinstance(value, str) else json.dumps(value)}")
     return lines

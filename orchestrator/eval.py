@@ -27,9 +27,10 @@ import numpy as np
 import typer
 
 from orchestrator.backends.embedder import EMBEDDING_DIM, OnnxMiniLM
-from orchestrator.cache.guard import CHECKS, GuardSettings, NearMissGuard
-from orchestrator.cache.semantic import DEFAULT_THRESHOLD, SemanticConfig, SemanticMatcher
+from orchestrator.cache.guard import CHECKS, NearMissGuard
+from orchestrator.cache.semantic import SemanticMatcher
 from orchestrator.cache.vector_index import Candidate, FaissIndex, IndexedEntry
+from orchestrator.config import GuardSettings, SemanticSettings
 
 app = typer.Typer(add_completion=False, help=__doc__)
 SWEEP = [round(t, 2) for t in np.arange(0.50, 0.995, 0.01)]
@@ -38,6 +39,8 @@ EVAL_TENANT = "eval"
 #: Cosine similarity from which two different origins count as near duplicates (reported, never tuned on).
 NEAR_DUPLICATE = 0.9
 _FULL_GUARD = NearMissGuard()
+#: The layer's own defaults, for the options below.
+DEFAULTS = SemanticSettings()
 
 
 def embed_all(texts: Sequence[str], threads: int, batch: int = 64) -> dict[str, np.ndarray]:
@@ -51,9 +54,8 @@ def embed_all(texts: Sequence[str], threads: int, batch: int = 64) -> dict[str, 
     return vectors
 
 
-def _matcher(threshold: float, guard: bool, candidates: int, checks: frozenset[str] | None = None) -> SemanticMatcher:
-    settings = GuardSettings(enabled=guard, checks=checks if checks is not None else frozenset(CHECKS))
-    return SemanticMatcher(threshold, NearMissGuard(settings), candidates)
+def _matcher(threshold: float, guard: GuardSettings, candidates: int) -> SemanticMatcher:
+    return SemanticMatcher(SemanticSettings(threshold=threshold, guard=guard, candidates=candidates))
 
 
 def _emit(row: dict) -> None:
@@ -120,16 +122,16 @@ def score_pairs(pairs: Sequence[Pair], candidates: Sequence[list[Candidate]], ma
 
 
 @app.command()
-def pairs(file: Path, threshold: Annotated[float, typer.Option(help="cosine similarity threshold")] = DEFAULT_THRESHOLD,
+def pairs(file: Path, threshold: Annotated[float, typer.Option(help="cosine similarity threshold")] = DEFAULTS.threshold,
           sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
           guard: Annotated[bool, typer.Option(help="near-miss guard on/off")] = True,
-          candidates: int = SemanticConfig().candidates, threads: int = 1) -> None:
+          candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """Labelled pairs {cached, query, same_answer}: paraphrase hit rate, near-miss rejection, precision."""
     data = load_pairs(file)
     vectors = embed_all([t for p in data for t in (p.cached, p.query)], threads)
     found = pair_candidates(data, vectors, candidates)
     for t in (SWEEP if sweep else [threshold]):
-        _emit(score_pairs(data, found, _matcher(t, guard, candidates)))
+        _emit(score_pairs(data, found, _matcher(t, GuardSettings(enabled=guard), candidates)))
 
 
 # gptcache ---------------------------------------------------------------------------------------------------------
@@ -144,10 +146,10 @@ def load_origin_similar(path: Path) -> list[tuple[str, str]]:
 
 @app.command()
 def gptcache(file: Path,
-             threshold: Annotated[float, typer.Option(help="cosine similarity threshold")] = DEFAULT_THRESHOLD,
+             threshold: Annotated[float, typer.Option(help="cosine similarity threshold")] = DEFAULTS.threshold,
              sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
              guard: Annotated[bool, typer.Option(help="near-miss guard on/off")] = True,
-             candidates: int = SemanticConfig().candidates, threads: int = 1) -> None:
+             candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """GPTCache's protocol: store every origin (one scope), query every similar; a hit is correct when it
     returns the query's own origin. Identical origins are one entry, as in the layer (same key)."""
     rows = load_origin_similar(file)
@@ -156,7 +158,7 @@ def gptcache(file: Path,
     index = FaissIndex(EMBEDDING_DIM)
     index.add_many([IndexedEntry(f"o:{i}", EVAL_TENANT, "all", o, vectors[o], NO_EXPIRY) for i, o in enumerate(origins)])
     found, lookup_ms = [], []
-    first = _matcher(threshold, guard, candidates)
+    first = _matcher(threshold, GuardSettings(enabled=guard), candidates)
     for _, similar in rows:
         started = time.perf_counter()
         result = index_search(index, "all", vectors[similar], candidates)
@@ -164,7 +166,7 @@ def gptcache(file: Path,
         lookup_ms.append((time.perf_counter() - started) * 1000)
         found.append(result)
     for t in (SWEEP if sweep else [threshold]):
-        matcher = _matcher(t, guard, candidates)
+        matcher = _matcher(t, GuardSettings(enabled=guard), candidates)
         hits = correct = near_duplicate = 0
         for (origin, similar), result in zip(rows, found):
             chosen = matcher.choose(similar, result).chosen
@@ -203,15 +205,14 @@ def index_search(index: FaissIndex, scope: str, vector: np.ndarray, k: int) -> l
 
 def guard_variants() -> list[GuardSettings]:
     """Guard off, all checks, and all checks but one (to see whether a check costs more than it gives)."""
-    everything = frozenset(CHECKS)
     variants = [GuardSettings(enabled=False), GuardSettings()]
-    variants += [GuardSettings(checks=everything - {check}) for check in CHECKS]
+    variants += [GuardSettings(checks=tuple(c for c in CHECKS if c != check)) for check in CHECKS]
     return variants
 
 
 @app.command()
 def calibrate(file: Path, min_precision: Annotated[float, typer.Option(help="required precision on the pairs")],
-              candidates: int = SemanticConfig().candidates, threads: int = 1) -> None:
+              candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """Pick threshold and guard settings that maximise paraphrase hits with precision >= P; print them."""
     if not 0.0 < min_precision <= 1.0:
         raise typer.BadParameter("--min-precision must be within (0, 1]")
@@ -221,7 +222,7 @@ def calibrate(file: Path, min_precision: Annotated[float, typer.Option(help="req
     best: tuple | None = None
     for settings in guard_variants():
         for t in SWEEP:
-            matcher = SemanticMatcher(t, NearMissGuard(settings), candidates)
+            matcher = _matcher(t, settings, candidates)
             score = score_pairs(data, found, matcher)
             if score["precision"] is None or score["precision"] < min_precision:
                 continue
@@ -236,8 +237,8 @@ def calibrate(file: Path, min_precision: Annotated[float, typer.Option(help="req
     _, settings, score = best
     _emit({"min_precision": min_precision, **score,
            "settings": {"ORCH_SEMANTIC__THRESHOLD": score["threshold"],
-                        "ORCH_SEMANTIC__GUARD": settings.enabled,
-                        "ORCH_SEMANTIC__GUARD_CHECKS": sorted(settings.checks) if settings.enabled else [],
+                        "ORCH_SEMANTIC__GUARD__ENABLED": settings.enabled,
+                        "ORCH_SEMANTIC__GUARD__CHECKS": sorted(settings.checks) if settings.enabled else [],
                         "ORCH_SEMANTIC__CANDIDATES": candidates}})
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import get_args
 
 from wordfreq import zipf_frequency
+
+from orchestrator.config import GuardCheck, GuardSettings
 
 #: A slot swap changes one or two specific words per side; more is a rewrite (see _entity).
 MAX_SWAPPED = 2
@@ -39,22 +42,8 @@ MINIMAL_PAIR_JACCARD = 0.6
 COMMON_ZIPF = 4.0
 _VERB_SUFFIXES = ("ing", "ed", "ize", "ise", "izing", "ising", "ized", "ised", "ify", "able")
 
-CHECKS = ("numbers", "negation", "antonym", "order", "entity", "unit", "time")
-
-
-@dataclass(frozen=True)
-class GuardSettings:
-    """Which checks run, and what counts as a rare (hence specific) word."""
-
-    enabled: bool = True
-    checks: frozenset[str] = field(default_factory=lambda: frozenset(CHECKS))
-    #: Zipf frequency (log10 of occurrences per billion words) below which a word counts as specific.
-    rare_zipf: float = 3.3
-
-    def __post_init__(self) -> None:
-        unknown = set(self.checks) - set(CHECKS)
-        if unknown:
-            raise ValueError(f"guard checks: unknown {sorted(unknown)}; known: {list(CHECKS)}")
+#: The checks, in the order they run (their names are orchestrator.config.GuardCheck).
+CHECKS = get_args(GuardCheck)
 
 
 _TOKEN = re.compile(r"[`'\"]?[\w][\w.+#/'-]*[\w+#]|[\w]")

@@ -7,10 +7,9 @@ accepts (orchestrator.cache.guard). Entries are Redis hashes with the request's 
 or in-process faiss, orchestrator.cache.vector_index) follows them, so an expired entry is never served.
 
 Threshold: the cosine similarity of the two questions' all-MiniLM-L6-v2 embeddings (unit vectors; 1.0 =
-same direction, ~0.2 = unrelated) from which the nearest stored question is considered at all. The default,
-0.80, comes from `python -m orchestrator.eval calibrate` on labelled pairs (docs/benchmarks.md): below it,
-paraphrases and different questions overlap too much for any lexical check to sort out; above it the guard
-removes near misses (17x23 vs 17x24) that similarity alone cannot.
+same direction, ~0.2 = unrelated) from which the nearest stored question is considered at all; above it the
+guard removes near misses (17x23 vs 17x24) that similarity alone cannot. Every setting, with its default and
+the reason for it, is orchestrator.config.SemanticSettings.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from redis.asyncio import Redis
@@ -30,41 +29,15 @@ from redis.exceptions import ResponseError
 
 from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
 from orchestrator.cache.exact import glob_escape
-from orchestrator.cache.guard import GuardSettings, NearMissGuard
+from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit
 from orchestrator.cache.vector_index import (
-    F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, HnswSettings,
-    IndexedEntry, RediSearchIndex, VectorIndex,
+    F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, IndexedEntry,
+    RediSearchIndex, VectorIndex,
 )
 from orchestrator.config import SemanticSettings, Settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = 0.80
-
-
-@dataclass(frozen=True)
-class SemanticConfig:
-    """Settings of the semantic layer (wired from orchestrator.config's `semantic` section)."""
-
-    #: Cosine similarity from which the nearest stored question is a candidate (see the module docstring).
-    threshold: float = DEFAULT_THRESHOLD
-    #: How many nearest entries the guard may look at: when the nearest is a near miss ("capital of
-    #: Germany" for "capital of France"), the next one above the threshold may still be a paraphrase.
-    candidates: int = 3
-    #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
-    index: str = "redisearch"
-    hnsw: HnswSettings = field(default_factory=HnswSettings)
-    guard: GuardSettings = field(default_factory=GuardSettings)
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"semantic threshold must be within [-1, 1], got {self.threshold}")
-        if self.candidates < 1:
-            raise ValueError(f"semantic candidates must be >= 1, got {self.candidates}")
-        if self.index not in ("redisearch", "faiss"):
-            raise ValueError(f"semantic index must be 'redisearch' or 'faiss', got {self.index!r}")
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -77,11 +50,10 @@ class Decision:
 class SemanticMatcher:
     """Threshold + guard over an index's candidates; the one decision shared by the layer and the eval."""
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, guard: NearMissGuard | None = None,
-                 candidates: int = 3) -> None:
-        self.threshold = threshold
-        self.guard = guard or NearMissGuard()
-        self.candidates = candidates
+    def __init__(self, settings: SemanticSettings) -> None:
+        self.threshold = settings.threshold
+        self.candidates = settings.candidates
+        self.guard = NearMissGuard(settings.guard)
 
     def choose(self, query: str, candidates: Sequence[Candidate]) -> Decision:
         rejected = []
@@ -128,7 +100,7 @@ class SemanticCache:
         self.embedder = embedder
         self.index = index
         self.prefix = prefix
-        self.matcher = matcher or SemanticMatcher()
+        self.matcher = matcher or SemanticMatcher(SemanticSettings())
         self.clock = clock
         self.recent_vectors = recent_vectors
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -226,12 +198,12 @@ class SemanticCache:
         """Nothing of its own to close: the Redis client and the embedder belong to the service."""
 
 
-async def build_index(config: SemanticConfig, redis: Redis, prefix: str) -> VectorIndex:
+async def build_index(settings: SemanticSettings, redis: Redis, prefix: str) -> VectorIndex:
     """The configured index, ready: RediSearch's created if missing; faiss filled from Redis. Without the
     RediSearch module, "redisearch" falls back to faiss with a warning rather than disabling the layer."""
     key_prefix = f"{prefix}:sem:"
-    if config.index == "redisearch":
-        index = RediSearchIndex(redis, key_prefix, EMBEDDING_DIM, hnsw=config.hnsw)
+    if settings.index == "redisearch":
+        index = RediSearchIndex(redis, key_prefix, EMBEDDING_DIM, hnsw=settings.hnsw)
         try:
             await index.ensure()
             return index
@@ -240,26 +212,14 @@ async def build_index(config: SemanticConfig, redis: Redis, prefix: str) -> Vect
                 raise
             log.warning("semantic index: Redis has no RediSearch module (%s); using the in-process faiss index",
                         error)
-    faiss_index = FaissIndex(EMBEDDING_DIM, hnsw=config.hnsw)
+    faiss_index = FaissIndex(EMBEDDING_DIM, hnsw=settings.hnsw)
     loaded = await faiss_index.rebuild(redis, key_prefix)
     log.info("semantic index: faiss rebuilt from Redis with %d entries", loaded)
     return faiss_index
 
 
-def config_from_settings(semantic: SemanticSettings) -> SemanticConfig:
-    """SemanticConfig from orchestrator.config's `semantic` section."""
-    guard = GuardSettings(enabled=semantic.guard, checks=frozenset(semantic.guard_checks),
-                          rare_zipf=semantic.guard_rare_zipf)
-    hnsw = HnswSettings(m=semantic.hnsw_m, ef_construction=semantic.hnsw_ef_construction,
-                        ef_runtime=semantic.ef_runtime)
-    return SemanticConfig(threshold=semantic.threshold, candidates=semantic.candidates, index=semantic.index,
-                          hnsw=hnsw, guard=guard)
-
-
 async def build_semantic_layer(settings: Settings, redis: Redis, embedder: Embedder) -> SemanticCache:
     """The layer the service uses, from the orchestrator's Settings (`semantic` and `redis.key_prefix`)."""
-    config = config_from_settings(settings.semantic)
     prefix = settings.redis.key_prefix
-    index = await build_index(config, redis, prefix)
-    matcher = SemanticMatcher(config.threshold, NearMissGuard(config.guard), config.candidates)
-    return SemanticCache(redis, embedder, index, prefix, matcher)
+    index = await build_index(settings.semantic, redis, prefix)
+    return SemanticCache(redis, embedder, index, prefix, SemanticMatcher(settings.semantic))

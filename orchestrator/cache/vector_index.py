@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from orchestrator.cache.exact import glob_escape
+from orchestrator.config import HnswSettings
 
 # faiss would otherwise start one OpenMP thread per core for every search; a lookup is tiny.
 faiss.omp_set_num_threads(1)
@@ -52,16 +53,6 @@ class IndexedEntry:
     query: str
     vector: np.ndarray
     expires_at: float
-
-
-@dataclass(frozen=True)
-class HnswSettings:
-    """HNSW parameters shared by both back-ends. `ef_runtime` is the search beam width: RediSearch's
-    default of 10 gives poor recall at 100k entries, so it is always set explicitly."""
-
-    m: int = 16
-    ef_construction: int = 200
-    ef_runtime: int = 64
 
 
 class VectorIndex(Protocol):

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.backends.embedder import EMBEDDING_DIM
-from orchestrator.cache.guard import GuardSettings, NearMissGuard
-from orchestrator.cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+from orchestrator.cache.semantic import SemanticMatcher
 from orchestrator.cache.vector_index import FaissIndex, IndexedEntry
+from orchestrator.config import GuardSettings, SemanticSettings
 from orchestrator.eval import EVAL_TENANT, embed_all, index_search
 from stack import paths
 
@@ -71,7 +71,7 @@ def run_ours(rows, vectors, threshold: float, guard: bool) -> dict:
     origins = list(dict.fromkeys(origin for origin, _ in rows))
     index = FaissIndex(EMBEDDING_DIM)
     index.add_many([IndexedEntry(f"o:{i}", EVAL_TENANT, "all", o, vectors[o], float("inf")) for i, o in enumerate(origins)])
-    matcher = SemanticMatcher(threshold, NearMissGuard(GuardSettings(enabled=guard)))
+    matcher = SemanticMatcher(SemanticSettings(threshold=threshold, guard=GuardSettings(enabled=guard)))
     answers, lookup_ms = [], []
     for _, similar in rows:
         started = time.perf_counter()
@@ -96,7 +96,7 @@ def main() -> None:
               flush=True)
         print(json.dumps(run_ours(rows, vectors, round(2 * t - 1, 2), guard=False)), flush=True)
         print(json.dumps(run_ours(rows, vectors, round(2 * t - 1, 2), guard=True)), flush=True)
-    print(json.dumps(run_ours(rows, vectors, DEFAULT_THRESHOLD, guard=True)), flush=True)
+    print(json.dumps(run_ours(rows, vectors, SemanticSettings().threshold, guard=True)), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,12 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from orchestrator.backends.embedder import EMBEDDING_DIM
-from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.semantic import SemanticCache, SemanticMatcher, answer_to_json
 from orchestrator.cache.types import CachedAnswer, Scope
 from orchestrator.cache.vector_index import (
-    F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, FaissIndex, HnswSettings, RediSearchIndex,
+    F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, FaissIndex, RediSearchIndex,
 )
+from orchestrator.config import HnswSettings, SemanticSettings
 from orchestrator.eval import embed_all
 from stack import paths
 from stack.valkey import ValkeyServer
@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> None:
     entries = make_entries(base, args.entries, args.noise)
     queries = [(s, vectors_by_text[s]) for s in similars]
     hnsw = HnswSettings(ef_runtime=args.ef_runtime)
-    matcher = SemanticMatcher(args.threshold, NearMissGuard())
+    matcher = SemanticMatcher(SemanticSettings(threshold=args.threshold))
     server = ValkeyServer() if args.redis_url is None else None
     if server:
         server.start()
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ef-runtime", type=int, default=HnswSettings().ef_runtime)
-    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--threshold", type=float, default=SemanticSettings().threshold)
     parser.add_argument("--noise", type=float, default=0.03, help="per-dimension noise of the entry copies")
     parser.add_argument("--backends", default="redisearch,faiss")
     parser.add_argument("--redis-url", default=None, help="an existing Redis with RediSearch (default: start one)")

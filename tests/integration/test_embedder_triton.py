@@ -58,14 +58,15 @@ async def test_semantic_layer_through_triton_embeddings(triton, valkey) -> None:
 
     import redis.asyncio as aioredis
 
-    from orchestrator.cache.semantic import SemanticCache, SemanticConfig, build_index
+    from orchestrator.cache.semantic import SemanticCache, build_index
     from orchestrator.cache.types import CachedAnswer, Scope
+    from orchestrator.config import SemanticSettings
 
     redis = aioredis.Redis.from_url(valkey.url)
     embedder = TritonEmbedder(triton.grpc_url)
     prefix = f"t{uuid.uuid4().hex[:12]}"
     try:
-        cache = SemanticCache(redis, embedder, await build_index(SemanticConfig(), redis, prefix), prefix)
+        cache = SemanticCache(redis, embedder, await build_index(SemanticSettings(), redis, prefix), prefix)
         scope = Scope("acme", "9" * 64)
         stored = CachedAnswer("Use `ls -l`.", "m", 3, 4, "stop", time.time(), "k" * 64)
         await cache.store(scope, "How do I list files with their sizes on Linux?", stored, ttl_s=60)

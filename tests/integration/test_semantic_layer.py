@@ -8,9 +8,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from orchestrator.backends.embedder import InProcessEmbedder
-from orchestrator.cache.semantic import SemanticCache, SemanticConfig, SemanticMatcher, build_index
+from orchestrator.cache.semantic import SemanticCache, SemanticMatcher, build_index
 from orchestrator.cache.types import CachedAnswer, Scope
 from orchestrator.cache.vector_index import FaissIndex, RediSearchIndex
+from orchestrator.config import SemanticSettings
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +36,10 @@ def answer(text: str) -> CachedAnswer:
 
 
 async def layer(client, embedder, backend: str, prefix: str) -> SemanticCache:
-    config = SemanticConfig(index=backend)
-    index = await build_index(config, client, prefix)
+    settings = SemanticSettings(index=backend, candidates=3)
+    index = await build_index(settings, client, prefix)
     assert type(index) is (RediSearchIndex if backend == "redisearch" else FaissIndex)
-    return SemanticCache(client, embedder, index, prefix, SemanticMatcher(config.threshold, candidates=3))
+    return SemanticCache(client, embedder, index, prefix, SemanticMatcher(settings))
 
 
 @pytest.fixture

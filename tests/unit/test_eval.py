@@ -77,7 +77,7 @@ def test_calibrate_meets_the_precision_and_prints_settings(tmp_path: Path) -> No
     assert row["precision"] == 1.0
     assert row["paraphrase_hit_rate"] == 1.0
     settings = row["settings"]
-    assert settings["ORCH_SEMANTIC__GUARD"] is True  # without the guard, precision 1.0 costs paraphrases
+    assert settings["ORCH_SEMANTIC__GUARD__ENABLED"] is True  # without the guard, precision 1.0 costs paraphrases
     assert settings["ORCH_SEMANTIC__THRESHOLD"] == row["threshold"]
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from orchestrator.cache.guard import GuardSettings, NearMissGuard
-from orchestrator.cache.semantic import SemanticConfig, SemanticMatcher
+from orchestrator.cache.guard import CHECKS, NearMissGuard
+from orchestrator.cache.semantic import SemanticMatcher
 from orchestrator.cache.vector_index import Candidate, FaissIndex, IndexedEntry
+from orchestrator.config import GuardSettings, HnswSettings, SemanticSettings, Settings
 
 DIM = 16
 
@@ -94,7 +95,7 @@ def candidate(query: str, similarity: float) -> Candidate:
 
 
 def test_matcher_threshold_guard_and_fallback() -> None:
-    matcher = SemanticMatcher(0.8, NearMissGuard(), candidates=3)
+    matcher = SemanticMatcher(SemanticSettings(threshold=0.8, candidates=3))
     query = "What is the capital of France?"
     near_miss = candidate("What is the capital of Germany?", 0.95)
     paraphrase = candidate("Which city is the capital of France?", 0.9)
@@ -103,44 +104,50 @@ def test_matcher_threshold_guard_and_fallback() -> None:
     assert decision.rejected == ((near_miss, ("entity",)),)
     assert matcher.choose(query, [near_miss]).chosen is None
     assert matcher.choose(query, [candidate("Which city is the capital of France?", 0.79)]).chosen is None
-    off = SemanticMatcher(0.8, NearMissGuard(GuardSettings(enabled=False)))
+    off = SemanticMatcher(SemanticSettings(threshold=0.8, guard=GuardSettings(enabled=False)))
     assert off.choose(query, [near_miss, paraphrase]).chosen == near_miss
 
 
 def test_matcher_looks_at_no_more_than_its_candidates() -> None:
-    matcher = SemanticMatcher(0.5, NearMissGuard(), candidates=1)
+    matcher = SemanticMatcher(SemanticSettings(threshold=0.5, candidates=1))
     query = "What is 2 + 2?"
     assert matcher.choose(query, [candidate("What is 2 + 3?", 0.99), candidate("What is 2 + 2 ?", 0.98)]).chosen is None
 
 
 @pytest.mark.parametrize(("field", "value"), [("threshold", 1.5), ("candidates", 0), ("index", "annoy")])
-def test_config_rejects_bad_values(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=field if field != "candidates" else "candidates"):
-        SemanticConfig(**{field: value})
+def test_settings_reject_bad_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        SemanticSettings(**{field: value})
 
 
-def test_config_from_the_orchestrator_settings() -> None:
-    from orchestrator.cache.semantic import DEFAULT_THRESHOLD, config_from_settings
-    from orchestrator.config import Settings
+def test_the_layer_and_its_parts_take_their_defaults_from_the_settings() -> None:
+    """Every default of the semantic layer is written once, in orchestrator.config: the parts built without
+    settings get exactly those."""
+    defaults = Settings().semantic
+    assert defaults == SemanticSettings()
+    assert defaults.threshold == SemanticSettings.model_fields["threshold"].default
+    matcher = SemanticMatcher(defaults)
+    assert (matcher.threshold, matcher.candidates, matcher.guard.settings) == (
+        defaults.threshold, defaults.candidates, defaults.guard)
+    assert NearMissGuard().settings == defaults.guard == GuardSettings()
+    assert FaissIndex(DIM).hnsw == defaults.hnsw == HnswSettings()
+    assert defaults.guard.checks == CHECKS  # the guard runs every check it has by default
 
-    config = config_from_settings(Settings().semantic)
-    assert config.threshold == DEFAULT_THRESHOLD  # one documented default, wherever the layer is built from
-    assert config.index == "redisearch" and config.guard.enabled
-    custom = config_from_settings(Settings(semantic={"threshold": 0.9, "index": "faiss", "guard": False}).semantic)
-    assert (custom.threshold, custom.index, custom.guard.enabled) == (0.9, "faiss", False)
 
-
-def test_the_guard_is_configured_from_settings_fields(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.cache.guard import CHECKS, GuardSettings
-    from orchestrator.cache.semantic import config_from_settings
-    from orchestrator.config import Settings
-
-    assert config_from_settings(Settings().semantic).guard == GuardSettings()  # same defaults, same check names
-    assert Settings().semantic.guard_checks == CHECKS
-    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_CHECKS", '["numbers", "negation"]')
-    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_RARE_ZIPF", "2.5")
-    guard = config_from_settings(Settings().semantic).guard
-    assert (guard.checks, guard.rare_zipf) == ({"numbers", "negation"}, 2.5)
-    monkeypatch.setenv("ORCH_SEMANTIC__GUARD_CHECKS", '["numbers", "spelling"]')
-    with pytest.raises(ValueError, match="guard_checks"):
+def test_the_guard_and_the_index_are_sections_of_the_semantic_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD__CHECKS", '["numbers", "negation"]')
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD__RARE_ZIPF", "2.5")
+    monkeypatch.setenv("ORCH_SEMANTIC__HNSW__EF_RUNTIME", "128")
+    semantic = Settings().semantic
+    assert (semantic.guard.checks, semantic.guard.rare_zipf, semantic.hnsw.ef_runtime) == (
+        ("numbers", "negation"), 2.5, 128)
+    assert SemanticMatcher(semantic).guard.settings is semantic.guard  # passed straight through
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD__CHECKS", '["numbers", "spelling"]')
+    with pytest.raises(ValueError, match="spelling"):
         Settings()
+
+
+def test_the_guard_switch_keeps_its_old_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_SEMANTIC__GUARD", "false")
+    assert Settings().semantic.guard == GuardSettings(enabled=False)
+    assert Settings(semantic={"guard": True}).semantic.guard.enabled

@@ -73,7 +73,7 @@ def test_sections_and_key_grants_forbid_unknown_fields(monkeypatch: pytest.Monke
 
 def test_every_flattened_name_is_a_valid_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     names = setting_names()
-    assert {"ORCH_TRITON__URL", "ORCH_CACHE__STORE_TRUNCATED", "ORCH_SEMANTIC__GUARD_CHECKS", "ORCH_API"} <= set(names)
+    assert {"ORCH_TRITON__URL", "ORCH_CACHE__STORE_TRUNCATED", "ORCH_SEMANTIC__GUARD__CHECKS", "ORCH_API"} <= set(names)
     for name in names:  # every name is accepted: none is reported as unknown
         check_names([name, name.lower()], "in the test", only_prefixed=True)
 
