@@ -5,7 +5,7 @@ All live in prometheus-client's default registry, which the API exposes at /metr
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 CACHE_HITS = Counter("orchestrator_cache_hits_total", "Requests answered from a cache layer", ["layer"])
 CACHE_MISSES = Counter("orchestrator_cache_misses_total", "Cache lookups that found nothing (backend called)")
@@ -33,3 +33,14 @@ BACKEND_TTFT = Histogram("orchestrator_backend_ttft_seconds", "Time from sending
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 KV_CACHE_REUSED_BLOCKS = Counter("orchestrator_backend_kv_cache_reused_blocks_total",
                                  "KV-cache blocks the engine reused from earlier prompts (kv_cache_reused_blocks)")
+# Routing across Triton replicas (orchestrator/backends/replicas.py), labelled by replica url ("host:port"); a
+# replica that leaves the set (DNS) loses its series.
+TRITON_REPLICA_ROUTED = Counter("orchestrator_triton_replica_routed_total",
+                                "Generations routed to a Triton replica, by why it was chosen", ["replica", "route"])
+TRITON_REPLICA_IN_FLIGHT = Gauge("orchestrator_triton_replica_in_flight",
+                                 "Generations in flight on a Triton replica through this orchestrator", ["replica"])
+TRITON_REPLICA_HEALTHY = Gauge("orchestrator_triton_replica_healthy",
+                               "1 while a Triton replica is routed to (ready on its last check), else 0", ["replica"])
+TRITON_REPLICA_UNAVAILABLE = Counter("orchestrator_triton_replica_unavailable_total",
+                                     "Generations that found a Triton replica unreachable (it was then marked down)",
+                                     ["replica"])

@@ -1,28 +1,38 @@
-"""Prefix-affinity routing across Triton replicas.
+"""Routing generations across Triton replicas: prefix affinity with bounded loads, health, DNS discovery.
 
 TensorRT-LLM reuses the KV blocks of a prompt prefix only on the replica that computed them, so requests that
 share a prefix should land on the same replica. `ReplicaRouter` ranks the replicas by rendezvous (highest
 random weight) hashing on a key derived from the first `prefix_chars` characters of the prompt, and sends the
 request to the best-ranked healthy replica. Rendezvous hashing needs no ring and no shared state between
-orchestrator pods: every pod computes the same ranking, and when a replica goes down only its keys move,
-spread evenly over the others, and come back when it returns.
+orchestrator pods: every pod computes the same ranking from the same replica set, and when a replica goes
+down only its keys move, spread evenly over the others (each key to its second-ranked replica, the same on
+every pod), and come back when it returns.
 
-Why text and not token ids: the orchestrator sends text to the `ensemble` (tokenization happens inside
-Triton's `preprocessing` model), so token ids would cost a second tokenization per request just to route it.
+Why text and not token ids: the orchestrator sends text to Triton (tokenization happens inside Triton's BLS or
+`preprocessing` model), so token ids would cost a second tokenization per request just to route it.
 Identical leading text gives identical leading tokens (byte-level BPE splits on whitespace and punctuation
 first, so only the last pre-token at the cut may differ), so a text prefix names the same KV blocks. With
 ~4 characters per token the default 1,024 characters cover ~256 tokens, eight 32-token KV blocks (the
 profiles' tokens_per_block): enough to get past a shared chat-template header and into the system prompt or
-document that makes a prefix worth reusing. A prompt shorter than that is hashed whole; it has little to reuse anyway.
+document that makes a prefix worth reusing. A prompt shorter than that is hashed whole; it has little to reuse
+anyway (a conversation whose earlier turns are shorter than the prefix changes key from turn to turn).
 
-Load: an LLM engine batches requests internally, so up to its batch size more requests on one replica cost
-little, while beyond it they queue and the wait outweighs the prefill saved. A replica with `max_in_flight`
-requests in flight is saturated; the request then goes to the least-loaded healthy replica that is not
-(ties broken by rank), and when every replica is saturated, to the least-loaded one (Triton queues it).
+Load: consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam, SODA 2018). With `load_factor`
+c, a replica is over its bound when it already carries ceil(c * (T + 1) / n) requests, T being the requests in
+flight on the n healthy replicas (through this router); the request then goes to the least-loaded healthy
+replica within its bound (ties broken by rank). No replica carries more than c times the mean, and at least
+one is always within the bound, so a hot prefix spills over instead of queueing on one replica while the
+others idle. `max_in_flight` optionally caps every replica in absolute terms as well (e.g. the engine's
+batch size); when every healthy replica is at that cap, the least-loaded one takes the request (Triton
+queues it). Each orchestrator pod counts only its own requests, so the bound holds per pod.
 
-`pick`/`release` (or the `lease` context manager) and `mark_down`/`mark_up` are pure and synchronous:
-call them from one event loop. `ReplicaHealthChecker` probes the replicas over gRPC with tritonclient and
-marks them up or down.
+The `round_robin` policy ignores prompts and loads: each request goes to the next healthy replica (the
+baseline that scripts/bench/prefix_routing.py measures affinity against).
+
+`pick`/`release` (or the `lease` context manager), `mark_down`/`mark_up` and `set_urls` are pure and
+synchronous: call them from one event loop. They keep the per-replica Prometheus series up to date.
+`ReplicaHealthChecker` probes the replicas over gRPC with tritonclient and marks them up or down;
+`DnsReplicas` turns a DNS name (a Kubernetes headless Service) into the replica set.
 """
 
 from __future__ import annotations
@@ -31,30 +41,42 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
+import socket
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal, get_args
 
 from tritonclient.grpc import aio as grpcclient
+
+from orchestrator import metrics
+from orchestrator.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 #: Characters of the prompt that choose the replica (~256 tokens, eight 32-token KV blocks).
 DEFAULT_PREFIX_CHARS = 1024
+#: Bounded loads' c: no replica above 1.25x the mean load (the paper's and common practice's value).
+DEFAULT_LOAD_FACTOR = 1.25
+
+Policy = Literal["affinity", "round_robin"]
+POLICIES: tuple[str, ...] = get_args(Policy)
 
 
-class NoReplicaAvailable(RuntimeError):
-    """Every replica is marked down; the caller answers 503 / UNAVAILABLE."""
+class NoReplicaAvailable(BackendUnavailable):
+    """No healthy replica is known; both APIs answer 503 / UNAVAILABLE."""
 
 
 class Route(str, Enum):
-    """Why a replica was chosen (counted in `ReplicaRouter.decisions`)."""
+    """Why a replica was chosen (counted in `ReplicaRouter.decisions` and the routed-requests metric)."""
 
     AFFINITY = "affinity"  # the best-ranked replica of all
-    FAILOVER = "failover"  # the best-ranked one was down: the best-ranked healthy replica
-    OVERFLOW = "overflow"  # the preferred replica was saturated: the least-loaded one that is not
-    ALL_SATURATED = "all_saturated"  # every healthy replica was saturated: the least-loaded one
+    FAILOVER = "failover"  # the best-ranked one was down (or already failed this request): the best-ranked healthy one
+    OVERFLOW = "overflow"  # the preferred replica was over its bound: the least-loaded one within it
+    ALL_SATURATED = "all_saturated"  # every healthy replica was at max_in_flight: the least-loaded one
+    ROUND_ROBIN = "round_robin"  # the round_robin policy's next replica
 
 
 @dataclass(eq=False)
@@ -77,58 +99,144 @@ def rendezvous_score(url: str, key: bytes) -> int:
 
 
 class ReplicaRouter:
-    """Chooses a Triton replica per request: prefix affinity first, load when the preferred one is full."""
+    """Chooses a Triton replica per request: prefix affinity first, load when the preferred one is over its
+    bound (or round-robin, with `policy="round_robin"`)."""
 
-    def __init__(self, urls: Iterable[str], *, max_in_flight: int | None = None,
+    def __init__(self, urls: Iterable[str] = (), *, policy: Policy = "affinity",
+                 load_factor: float | None = DEFAULT_LOAD_FACTOR, max_in_flight: int | None = None,
                  prefix_chars: int = DEFAULT_PREFIX_CHARS) -> None:
-        self.replicas = [Replica(url) for url in urls]
-        if not self.replicas:
-            raise ValueError("urls: at least one Triton replica is needed")
-        duplicates = sorted(url for url, n in Counter(r.url for r in self.replicas).items() if n > 1)
-        if duplicates:
-            raise ValueError(f"urls: listed more than once: {', '.join(duplicates)}")
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+        if load_factor is not None and load_factor < 1:
+            raise ValueError("load_factor must be at least 1 (or None for no relative bound)")
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1 (or None for no limit)")
         if prefix_chars < 1:
             raise ValueError("prefix_chars must be at least 1")
+        self.policy = policy
+        self.load_factor = load_factor
         self.max_in_flight = max_in_flight
         self.prefix_chars = prefix_chars
         self.decisions: Counter[Route] = Counter()
-        self._by_url = {replica.url: replica for replica in self.replicas}
+        self.replicas: list[Replica] = []
+        self._by_url: dict[str, Replica] = {}
+        #: Replicas that left the set while requests were still in flight on them, until those end.
+        self._retired: dict[str, Replica] = {}
+        self._turn = 0
+        self.set_urls(urls)
+
+    # The replica set ---------------------------------------------------------------------------------------------
+
+    def set_urls(self, urls: Iterable[str], *, healthy: bool = True) -> tuple[list[Replica], list[Replica]]:
+        """Make `urls` the replica set (in this order); returns (added, removed). Replicas that stay keep their
+        health and load; new ones start `healthy` (False: wait for a health check); a removed one with requests
+        in flight is still released normally."""
+        urls = list(urls)
+        duplicates = sorted(url for url, n in Counter(urls).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"urls: listed more than once: {', '.join(duplicates)}")
+        wanted = set(urls)
+        removed = [replica for replica in self.replicas if replica.url not in wanted]
+        for replica in removed:
+            _forget_series(replica.url)
+            if replica.in_flight:
+                self._retired[replica.url] = replica
+        added, replicas = [], []
+        for url in urls:
+            replica = self._by_url.get(url) or self._retired.pop(url, None)
+            if replica is None:
+                replica = Replica(url, healthy=healthy)
+                added.append(replica)
+            replicas.append(replica)
+        self.replicas, self._by_url = replicas, {replica.url: replica for replica in replicas}
+        for replica in replicas:
+            _publish(replica)
+        return added, removed
+
+    @property
+    def urls(self) -> list[str]:
+        return [replica.url for replica in self.replicas]
+
+    def is_active(self, replica: Replica) -> bool:
+        """Whether `replica` is (still) in the set."""
+        return self._by_url.get(replica.url) is replica
+
+    def holds(self, url: str) -> bool:
+        """Whether `url` is in the set or still has requests in flight from before it left."""
+        return url in self._by_url or url in self._retired
+
+    def replica(self, url: str) -> Replica:
+        try:
+            return self._by_url[url]
+        except KeyError:
+            raise ValueError(f"unknown replica {url!r}") from None
+
+    # Routing -----------------------------------------------------------------------------------------------------
 
     def ranking(self, prompt: str) -> list[Replica]:
         """Every replica, healthy or not, best first for this prompt's prefix."""
         key = prefix_key(prompt, self.prefix_chars)
         return sorted(self.replicas, key=lambda r: rendezvous_score(r.url, key), reverse=True)
 
+    def bound(self, candidates: Collection[Replica]) -> int | None:
+        """Bounded loads: the most requests one of `candidates` may carry before the next one goes elsewhere."""
+        if self.load_factor is None or not candidates:
+            return None
+        total = sum(replica.in_flight for replica in candidates)
+        # The epsilon keeps float noise (1.1 * 10 = 11.000000000000002) from raising the bound by one.
+        return max(1, math.ceil(self.load_factor * (total + 1) / len(candidates) - 1e-9))
+
     def saturated(self, replica: Replica) -> bool:
+        """At `max_in_flight`, whatever the others carry."""
         return self.max_in_flight is not None and replica.in_flight >= self.max_in_flight
 
-    def pick(self, prompt: str) -> Replica:
-        """Choose a replica for `prompt` and count the request in flight there; `release` it when done."""
-        ranked = self.ranking(prompt)
-        healthy = [replica for replica in ranked if replica.healthy]
-        if not healthy:
-            raise NoReplicaAvailable(f"no healthy Triton replica among {', '.join(self._by_url)}")
-        preferred = healthy[0]
-        if not self.saturated(preferred):
-            chosen, route = preferred, Route.AFFINITY if preferred is ranked[0] else Route.FAILOVER
+    def pick(self, prompt: str, exclude: Collection[str] = ()) -> Replica:
+        """Choose a replica for `prompt` (none of the urls in `exclude`) and count the request in flight there;
+        `release` it when done."""
+        candidates = [replica for replica in self.replicas if replica.healthy and replica.url not in exclude]
+        if not candidates:
+            known = ", ".join(self._by_url) or "none known yet"
+            raise NoReplicaAvailable(f"no healthy Triton replica ({known})")
+        if self.policy == "round_robin":
+            chosen, route = candidates[self._turn % len(candidates)], Route.ROUND_ROBIN
+            self._turn += 1
         else:
-            room = [replica for replica in healthy if not self.saturated(replica)]
-            # min() keeps the first of equals: ties go to the better-ranked replica.
-            chosen = min(room or healthy, key=lambda replica: replica.in_flight)
-            route = Route.OVERFLOW if room else Route.ALL_SATURATED
+            chosen, route = self._by_affinity(prompt, candidates)
         chosen.in_flight += 1
         self.decisions[route] += 1
+        metrics.TRITON_REPLICA_ROUTED.labels(chosen.url, route.value).inc()
+        metrics.TRITON_REPLICA_IN_FLIGHT.labels(chosen.url).set(chosen.in_flight)
         return chosen
+
+    def _by_affinity(self, prompt: str, candidates: list[Replica]) -> tuple[Replica, Route]:
+        ranked = self.ranking(prompt)
+        allowed = set(map(id, candidates))
+        ordered = [replica for replica in ranked if id(replica) in allowed]
+        bound = self.bound(ordered)
+
+        def within(replica: Replica) -> bool:
+            return not self.saturated(replica) and (bound is None or replica.in_flight < bound)
+
+        preferred = ordered[0]
+        if within(preferred):
+            return preferred, Route.AFFINITY if preferred is ranked[0] else Route.FAILOVER
+        room = [replica for replica in ordered if within(replica)]
+        # min() keeps the first of equals: ties go to the better-ranked replica.
+        chosen = min(room or ordered, key=lambda replica: replica.in_flight)
+        return chosen, Route.OVERFLOW if room else Route.ALL_SATURATED
 
     def release(self, replica: Replica) -> None:
         """The request picked for `replica` has finished (completed, failed or cancelled)."""
-        if self._by_url.get(replica.url) is not replica:
+        active = self.is_active(replica)
+        if not active and self._retired.get(replica.url) is not replica:
             raise ValueError(f"replica {replica.url} does not belong to this router")
         if replica.in_flight <= 0:
             raise ValueError(f"replica {replica.url}: release() without a matching pick()")
         replica.in_flight -= 1
+        if active:
+            metrics.TRITON_REPLICA_IN_FLIGHT.labels(replica.url).set(replica.in_flight)
+        elif replica.in_flight == 0:
+            del self._retired[replica.url]
 
     @contextlib.contextmanager
     def lease(self, prompt: str) -> Iterator[Replica]:
@@ -139,49 +247,72 @@ class ReplicaRouter:
         finally:
             self.release(replica)
 
-    def replica(self, url: str) -> Replica:
-        try:
-            return self._by_url[url]
-        except KeyError:
-            raise ValueError(f"unknown replica {url!r}") from None
+    # Health ------------------------------------------------------------------------------------------------------
 
     def mark_down(self, replica: Replica | str) -> None:
         """Stop routing to a replica (a failed health check, or a connection error seen by a caller)."""
-        target = self.replica(replica) if isinstance(replica, str) else replica
-        if target.healthy:
-            log.warning("Triton replica %s marked down", target.url)
-        target.healthy = False
+        self._set_health(self.replica(replica) if isinstance(replica, str) else replica, False)
 
     def mark_up(self, replica: Replica | str) -> None:
-        target = self.replica(replica) if isinstance(replica, str) else replica
-        if not target.healthy:
-            log.info("Triton replica %s back up", target.url)
-        target.healthy = True
+        self._set_health(self.replica(replica) if isinstance(replica, str) else replica, True)
+
+    def _set_health(self, replica: Replica, healthy: bool) -> None:
+        if replica.healthy != healthy and self.is_active(replica):
+            if healthy:
+                log.info("Triton replica %s is up", replica.url)
+            else:
+                log.warning("Triton replica %s marked down", replica.url)
+        replica.healthy = healthy
+        if self.is_active(replica):
+            metrics.TRITON_REPLICA_HEALTHY.labels(replica.url).set(int(healthy))
+
+
+def _publish(replica: Replica) -> None:
+    metrics.TRITON_REPLICA_HEALTHY.labels(replica.url).set(int(replica.healthy))
+    metrics.TRITON_REPLICA_IN_FLIGHT.labels(replica.url).set(replica.in_flight)
+
+
+def _forget_series(url: str) -> None:
+    """A replica that left the set: drop its series, so a churning set (pod IPs) does not grow them forever."""
+    for family in (metrics.TRITON_REPLICA_HEALTHY, metrics.TRITON_REPLICA_IN_FLIGHT,
+                  metrics.TRITON_REPLICA_UNAVAILABLE):
+        with contextlib.suppress(KeyError):
+            family.remove(url)
+    for route in Route:
+        with contextlib.suppress(KeyError):
+            metrics.TRITON_REPLICA_ROUTED.remove(url, route.value)
 
 
 class ReplicaHealthChecker:
     """Probes every replica's readiness over gRPC (`is_server_ready`, and `is_model_ready(model)` when a
-    model is named) and marks it up or down; `start()` repeats that every `interval_s` until `aclose()`."""
+    model is named) and marks it up or down; `start()` repeats that every `interval_s` until `aclose()`.
+
+    `client_for(url)` supplies the client of each replica (the one its generations use, so the probe sees that
+    channel); without it the checker opens and closes its own."""
 
     def __init__(self, router: ReplicaRouter, *, model: str | None = None, interval_s: float = 2.0,
-                 timeout_s: float = 1.0) -> None:
+                 timeout_s: float = 1.0,
+                 client_for: Callable[[str], grpcclient.InferenceServerClient] | None = None) -> None:
         if interval_s <= 0 or timeout_s <= 0:
             raise ValueError("interval_s and timeout_s must be positive")
         self.router = router
         self.model = model
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self._client_for = client_for
         self._clients: dict[str, grpcclient.InferenceServerClient] = {}
         self._task: asyncio.Task[None] | None = None
 
     def _client(self, url: str) -> grpcclient.InferenceServerClient:
+        if self._client_for is not None:
+            return self._client_for(url)
         if url not in self._clients:
             self._clients[url] = grpcclient.InferenceServerClient(url)
         return self._clients[url]
 
     async def _ready(self, replica: Replica) -> bool:
-        client = self._client(replica.url)
         try:
+            client = self._client(replica.url)
             if not await client.is_server_ready(client_timeout=self.timeout_s):
                 return False
             return self.model is None or await client.is_model_ready(self.model, client_timeout=self.timeout_s)
@@ -189,12 +320,15 @@ class ReplicaHealthChecker:
             log.debug("health check of %s failed: %s", replica.url, error)
             return False
 
-    async def check_once(self) -> dict[str, bool]:
-        """Probe every replica concurrently, update the router, return {url: ready}."""
-        results = await asyncio.gather(*(self._ready(replica) for replica in self.router.replicas))
-        for replica, ready in zip(self.router.replicas, results, strict=True):
+    async def check_once(self, replicas: Iterable[Replica] | None = None) -> dict[str, bool]:
+        """Probe the replicas (all of the set by default) concurrently, update the router, return {url: ready}."""
+        targets = list(self.router.replicas if replicas is None else replicas)
+        results = await asyncio.gather(*(self._ready(replica) for replica in targets))
+        for replica, ready in zip(targets, results, strict=True):
             (self.router.mark_up if ready else self.router.mark_down)(replica)
-        return {replica.url: ready for replica, ready in zip(self.router.replicas, results, strict=True)}
+        for url in [url for url in self._clients if not self.router.holds(url)]:
+            await self._clients.pop(url).close()
+        return {replica.url: ready for replica, ready in zip(targets, results, strict=True)}
 
     async def _loop(self) -> None:
         while True:
@@ -216,3 +350,45 @@ class ReplicaHealthChecker:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.close()
+
+
+#: (host, port) -> the replica urls behind them.
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+def split_host_port(target: str) -> tuple[str, int]:
+    """"name:port" -> (name, port); ValueError naming what is wrong."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{target!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+async def resolve_ipv4(host: str, port: int) -> list[str]:
+    """Every A record of `host`, as sorted "address:port" urls (the system resolver, off the event loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=socket.AF_INET,
+                                                         type=socket.SOCK_STREAM)
+    return sorted({f"{info[4][0]}:{port}" for info in infos})
+
+
+class DnsReplicas:
+    """The replicas behind one DNS name, e.g. a Kubernetes headless Service ("triton:8001"), which resolves to
+    the address of every ready pod. Resolved on demand; the caller repeats it on a timer."""
+
+    def __init__(self, target: str, resolver: Resolver = resolve_ipv4) -> None:
+        self.target = target
+        self.host, self.port = split_host_port(target)
+        self.resolver = resolver
+
+    async def resolve(self) -> list[str] | None:
+        """The replica urls now, or None when the lookup failed or found nothing (keep the last set: health
+        checks take replicas that really went away out of it)."""
+        try:
+            urls = await self.resolver(self.host, self.port)
+        except OSError as error:  # socket.gaierror included
+            log.warning("resolving Triton replicas %s failed: %s", self.target, error)
+            return None
+        if not urls:
+            log.warning("resolving Triton replicas %s found no address", self.target)
+            return None
+        return sorted(set(urls))
