@@ -15,10 +15,10 @@ import json
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from orchestrator.api.settings import ApiSettings
 
@@ -55,6 +55,9 @@ class RedisSettings(BaseModel):
 class TritonSettings(BaseModel):
     model_config = STRICT
 
+    #: The Triton the embedding model is called on, and the only LLM replica unless `replicas` or `replicas_dns`
+    #: is set. Left unset with either of them, it is the first listed replica or the DNS name (gRPC then picks
+    #: one of its addresses), so embeddings need no separate address.
     url: str = "127.0.0.1:8001"
     #: The text-in/text-out model: upstream's `tensorrt_llm_bls` or `ensemble` (same inputs and outputs). BLS by
     #: default: it streams deltas that never split a character; both free the engine slot of a generation the
@@ -76,6 +79,67 @@ class TritonSettings(BaseModel):
     request_timeout_s: float = Field(default=300.0, gt=0)
     #: Deadline of unary calls (health, embeddings).
     unary_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Scale-out: generations routed across Triton replicas (orchestrator/backends/replicated_llm.py). Without
+    # `replicas` and `replicas_dns`, `url` is the one replica, with no routing, health checks or discovery.
+    #: Triton gRPC addresses ("host:port") to route generations across: a JSON list or comma-separated.
+    replicas: Annotated[tuple[str, ...], NoDecode] = ()
+    #: "name:port" whose A records are the replicas (a Kubernetes headless Service, e.g. "triton:8001"),
+    #: resolved again every `dns_refresh_s`; exclusive with `replicas`.
+    replicas_dns: str | None = None
+    #: CoreDNS answers for a Service live 5 s by default: a new or departed pod is seen within ~two periods.
+    dns_refresh_s: float = Field(default=5.0, gt=0)
+    #: "affinity": rendezvous hashing on the prompt's first `routing_prefix_chars` characters (its leading KV
+    #: blocks), so a shared prefix is reused on the replica that holds it, with bounded loads; "round_robin":
+    #: the next healthy replica (the baseline the routing benchmark compares against).
+    routing: Literal["affinity", "round_robin"] = "affinity"
+    #: ~256 tokens at ~4 characters per token: eight 32-token KV blocks, past a chat template's header.
+    routing_prefix_chars: int = Field(default=1024, ge=1)
+    #: Bounded loads' c: a replica already carrying ceil(c x (in flight + 1) / healthy replicas) requests is
+    #: passed over for the least-loaded one; null: affinity whatever the load.
+    routing_load_factor: float | None = Field(default=1.25, ge=1.0)
+    #: Requests in flight on one replica from which it also counts as full, whatever the others carry (e.g. the
+    #: engine's max batch size); null: only the relative bound.
+    replica_max_in_flight: int | None = Field(default=None, ge=1)
+    #: Server- and model-readiness probes of every replica: a dead one is marked down within about one interval
+    #: (a hung one within interval + timeout), well inside 5 s; a replica that answers ready again is used again.
+    health_interval_s: float = Field(default=1.0, gt=0)
+    health_timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replica_list(cls, value: object) -> object:
+        """A JSON list, or comma-separated addresses (convenient in an environment variable)."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [part.strip() for part in text.split(",")
+                                                                   if part.strip()]
+        return value
+
+    @field_validator("routing_load_factor", mode="before")
+    @classmethod
+    def _none_from_text(cls, value: object) -> object:
+        """`null` or `none` in the environment turns the relative bound off."""
+        return None if isinstance(value, str) and value.strip().lower() in ("null", "none") else value
+
+    @field_validator("replicas", "replicas_dns")
+    @classmethod
+    def _host_port(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        for target in (value,) if isinstance(value, str) else value or ():
+            host, sep, port = target.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{target!r} is not host:port")
+        if isinstance(value, tuple) and len(set(value)) < len(value):
+            raise ValueError(f"listed more than once: {', '.join(sorted({v for v in value if value.count(v) > 1}))}")
+        return value
+
+    @model_validator(mode="after")
+    def _replica_set(self) -> TritonSettings:
+        if self.replicas and self.replicas_dns is not None:
+            raise ValueError("set replicas or replicas_dns, not both")
+        if "url" not in self.model_fields_set and (self.replicas or self.replicas_dns):
+            self.url = self.replicas[0] if self.replicas else self.replicas_dns
+        return self
 
 
 class ModelSettings(BaseModel):

@@ -88,7 +88,8 @@ def test_serve_refuses_an_unknown_variable_in_one_line() -> None:
     result = run_cli("serve", env={"ORCH_TRITON__REPLICA_URL": '["a:8001"]'})
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        "configuration: unknown setting ORCH_TRITON__REPLICA_URL in the environment; did you mean ORCH_TRITON__URL?"]
+        "configuration: unknown setting ORCH_TRITON__REPLICA_URL in the environment; "
+        "did you mean ORCH_TRITON__REPLICAS?"]
 
 
 def test_config_prints_the_effective_configuration_with_secrets_masked(tmp_path: Path) -> None:
