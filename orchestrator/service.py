@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
-from orchestrator import metrics
+from orchestrator import admin, metrics
 from orchestrator.backends.triton_llm import BackendDelta, TritonLLM
 from orchestrator.cache import keys, policy
 from orchestrator.cache.exact import ExactCache, connect, tokens_saved
-from orchestrator.cache.types import CachedAnswer, Scope, SemanticLayer
+from orchestrator.cache.semantic_stage import SemanticStage
+from orchestrator.cache.types import CachedAnswer, SemanticLayer, SemanticTarget
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, OrchestratorError
 from orchestrator.schemas import (
@@ -45,10 +45,8 @@ from orchestrator.schemas import (
     Usage,
 )
 from orchestrator.singleflight import SingleFlight
-from orchestrator.validation import NAME_PATTERN, validate_controls, validate_request
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from orchestrator.streams import EarlyStart, StopScanner
+from orchestrator.validation import validate_controls, validate_request
 
 
 class LLMBackend(Protocol):
@@ -73,56 +71,6 @@ def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest],
     return render
 
 
-class StopScanner:
-    """OpenAI's `stop`: the answer ends before the first stop sequence, which is not returned. Engines match
-    stop words on token ids and keep them in the output (TensorRT-LLM's meaning), and a stop string can
-    span tokens, so the text is scanned here: a tail that could be the start of a stop sequence is held back
-    until the next delta shows whether it is one."""
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [stop for stop in stops if stop]
-        self.held = ""
-
-    def push(self, text: str, final: bool = False) -> tuple[str, bool]:
-        """The text that may be sent now, and whether a stop sequence ended the answer."""
-        if not self.stops:
-            return text, False
-        buffer, self.held = self.held + text, ""
-        cut = min((i for stop in self.stops if (i := buffer.find(stop)) >= 0), default=-1)
-        if cut >= 0:
-            return buffer[:cut], True
-        if final:
-            return buffer, False
-        keep = next((k for k in range(min(len(buffer), max(map(len, self.stops)) - 1), 0, -1)
-                     if any(stop.startswith(buffer[-k:]) for stop in self.stops)), 0)
-        if keep:
-            buffer, self.held = buffer[:-keep], buffer[-keep:]
-        return buffer, False
-
-
-class EarlyStart(AsyncIterator[T]):
-    """An async iterator whose first item is already being fetched: the work behind it starts now, while
-    the caller does something else, and aclose() cancels it if the caller decides against it."""
-
-    def __init__(self, source: AsyncIterator[T]) -> None:
-        self.source = source
-        self.first: asyncio.Future[T] | None = asyncio.ensure_future(anext(source))
-
-    async def __anext__(self) -> T:
-        if self.first is None:
-            return await anext(self.source)
-        first, self.first = self.first, None
-        return await first
-
-    async def aclose(self) -> None:
-        if self.first is not None:
-            self.first.cancel()
-            with contextlib.suppress(BaseException):
-                await self.first
-            self.first = None
-        await self.source.aclose()
-
-
 class CachedLLMService:
     def __init__(self, settings: Settings, exact: ExactCache, backend: LLMBackend,
                  semantic: SemanticLayer | None = None, embedder: Embedder | None = None,
@@ -133,15 +81,11 @@ class CachedLLMService:
         self.settings = settings
         self.exact = exact
         self.backend = backend
-        self.semantic = semantic if settings.semantic.enabled else None
-        self._semantic_factory = semantic_factory if settings.semantic.enabled else None
-        self._semantic_retry_at = 0.0
+        self.semantic = SemanticStage(settings.semantic, settings.redis.retry_after_s, semantic, semantic_factory)
         self.embedder = embedder
         tokenizer_dir = str(settings.model.tokenizer_dir or "")
         self.format_chat = chat_formatter or _default_chat_formatter(tokenizer_dir)
         self.flights: SingleFlight[StreamChunk] = SingleFlight()
-        #: Semantic stores running in the background, with the scope each writes to.
-        self._background: dict[asyncio.Task, Scope] = {}
 
     @classmethod
     async def create(cls, settings: Settings) -> CachedLLMService:
@@ -156,7 +100,7 @@ class CachedLLMService:
                                   timeout_s=settings.triton.unary_timeout_s)
         service = cls(settings, exact, TritonLLM(settings.triton, settings.model), embedder=embedder,
                       semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
-        await service._semantic_layer()
+        await service.semantic.available()
         return service
 
     # Public API -------------------------------------------------------------------------------------------------
@@ -187,11 +131,13 @@ class CachedLLMService:
         validate_controls(controls, self.settings.cache)
         plan = policy.plan(request, controls, self.settings.cache)
         key = keys.request_key(request)
+        target: SemanticTarget | None = None
         chunks: AsyncIterator[StreamChunk] | None = None
         if plan.lookup:
             hit = await self._exact_hit(request, plan, key)
             if hit is None:
-                hit, chunks = await self._semantic_hit(request, plan, key)
+                target = self.semantic.target(request, plan.namespace)
+                hit, chunks = await self._semantic_hit(request, plan, key, target)
             if hit is not None:
                 answer, info = hit
                 yield StreamChunk(text=answer.text, cache=info)
@@ -202,9 +148,10 @@ class CachedLLMService:
             await self.exact.record(request.tenant, "misses")
         else:
             metrics.CACHE_BYPASSES.labels(plan.bypass_reason or "unknown").inc()
+            target = self.semantic.target(request, plan.namespace) if plan.store else None
         info = CacheInfo(layer="miss", key=key)
         first = True
-        async with contextlib.aclosing(chunks or self._backend_chunks(request, plan, key)) as stream:
+        async with contextlib.aclosing(chunks or self._backend_chunks(request, plan, key, target)) as stream:
             async for chunk in stream:
                 if first:
                     chunk = StreamChunk(text=chunk.text, cache=info, finish_reason=chunk.finish_reason,
@@ -222,57 +169,25 @@ class CachedLLMService:
         return await self.embedder.embed(texts)
 
     async def stats(self, tenant: str | None = None) -> dict:
-        if tenant is not None:
-            self._check_name("tenant", tenant)
-        counters = await self.exact.stats(tenant)
-        lookups = counters["exact_hits"] + counters["semantic_hits"] + counters["misses"]
-        hits = counters["exact_hits"] + counters["semantic_hits"]
-        return {"tenant": tenant, **counters, "hit_rate": hits / lookups if lookups else 0.0,
-                "exact_entries": await self.exact.count_entries(tenant), "in_flight": len(self.flights)}
+        return await admin.stats(self.exact, tenant, in_flight=len(self.flights))
 
     async def invalidate(self, tenant: str | None = None, key: str | None = None,
                          namespace: str | None = None) -> int:
-        """Delete matching exact entries; semantic entries go with a tenant-wide or global invalidation
-        (the semantic index knows scopes, not namespaces or keys)."""
-        if tenant is not None:
-            self._check_name("tenant", tenant)
-        if namespace is not None:
-            self._check_name("namespace", namespace)
-        await self._settle()  # semantic stores still running belong to answers given before this call
-        removed = await self.exact.invalidate(tenant, namespace, key)
-        semantic = await self._semantic_layer()
-        if semantic is not None and key is None and namespace is None:
-            if tenant is None:
-                removed += await semantic.invalidate_all()
-            else:
-                removed += await semantic.invalidate_tenant(tenant)
-        return removed
+        return await admin.invalidate(self.exact, self.semantic, tenant, key, namespace)
 
     async def readiness(self) -> dict[str, bool]:
         triton, redis = await asyncio.gather(self.backend.ready(), self.exact.ping())
         return {"triton": triton, "redis": redis}
 
     async def aclose(self) -> None:
-        await self._settle()
+        await self.semantic.settle()
         await self.backend.aclose()
-        for part in (self.semantic, self.embedder):
-            close = getattr(part, "aclose", None)
-            if close is not None:
-                await close()
+        close_embedder = getattr(self.embedder, "aclose", None)
+        if close_embedder is not None:
+            await close_embedder()
         await self.exact.aclose()
 
     # Internals --------------------------------------------------------------------------------------------------
-
-    async def _settle(self, timeout_s: float = 5.0, scope: Scope | None = None) -> None:
-        """Wait for the background semantic stores started so far (only those of `scope` if given)."""
-        pending = [task for task, stored in self._background.items() if scope is None or stored == scope]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout_s)
-
-    @staticmethod
-    def _check_name(field: str, value: str) -> None:
-        if not NAME_PATTERN.match(value):
-            raise InvalidRequest(field, "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
 
     async def _exact_hit(self, request: GenerationRequest, plan: policy.CachePlan,
                          key: str) -> tuple[CachedAnswer, CacheInfo] | None:
@@ -284,23 +199,19 @@ class CachedLLMService:
         metrics.TOKENS_SAVED.labels("exact").inc(saved)
         return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
 
-    async def _semantic_hit(self, request: GenerationRequest, plan: policy.CachePlan, key: str
+    async def _semantic_hit(self, request: GenerationRequest, plan: policy.CachePlan, key: str,
+                            target: SemanticTarget | None
                             ) -> tuple[tuple[CachedAnswer, CacheInfo] | None, AsyncIterator[StreamChunk] | None]:
         """The semantic layer's answer, or on a miss the backend stream if it was started speculatively.
 
         The lookup embeds the query (milliseconds on Triton). With `cache.speculative_generation` the backend
         call starts at the same time, so a miss pays no embedding latency before its first token; a hit
-        closes that stream, which cancels the generation (or leaves a flight others still follow)."""
-        target = await self._semantic_target(request, plan)
-        if target is None:
+        closes that stream, which stops the generation (or leaves a flight others still follow)."""
+        if target is None or not await self.semantic.available():
             return None, None
-        semantic, scope, query = target
-        speculative = EarlyStart(self._backend_chunks(request, plan, key)) \
+        speculative = EarlyStart(self._backend_chunks(request, plan, key, target)) \
             if self.settings.cache.speculative_generation else None
-        # Read your writes: a paraphrase sent as soon as an answer arrived must find it, so stores of this
-        # scope still running here finish first (a miss's first token is not delayed: it started above).
-        await self._settle(self.settings.semantic.store_wait_s, scope)
-        hit = await self._soft_semantic("lookup", semantic.lookup(scope, query), None)
+        hit = await self.semantic.lookup(target)
         if hit is None:
             return None, speculative
         if speculative is not None:
@@ -312,48 +223,22 @@ class CachedLLMService:
         return (hit.answer, CacheInfo(layer="semantic", key=hit.answer.key, similarity=hit.similarity,
                                       tokens_saved=saved)), None
 
-    def _backend_chunks(self, request: GenerationRequest, plan: policy.CachePlan,
-                        key: str) -> AsyncIterator[StreamChunk]:
+    def _backend_chunks(self, request: GenerationRequest, plan: policy.CachePlan, key: str,
+                        target: SemanticTarget | None) -> AsyncIterator[StreamChunk]:
         """The generation's chunks: a single-flight subscription when the answer may be shared."""
         if not plan.share:
-            return self._generate(request, plan, key)
+            return self._generate(request, plan, key, target)
         flight_key = (request.tenant, plan.namespace, key, plan.store, plan.ttl_s)
-        chunks, leader = self.flights.join(flight_key, lambda: self._generate(request, plan, key))
+        chunks, leader = self.flights.join(flight_key, lambda: self._generate(request, plan, key, target))
         if not leader:
             metrics.SINGLEFLIGHT_JOINED.inc()
         return chunks
 
-    async def _semantic_target(self, request: GenerationRequest, plan: policy.CachePlan
-                               ) -> tuple[SemanticLayer, Scope, str] | None:
-        """Where the semantic layer looks this request up and stores its answer: the layer, the scope and the
-        query; None when the request has no semantic query or the layer is unavailable."""
-        query = keys.semantic_query(request)
-        semantic = await self._semantic_layer() if query is not None else None
-        if semantic is None:
-            return None
-        return semantic, Scope(request.tenant, keys.scope_digest(request, plan.namespace)), query
-
-    async def _semantic_layer(self) -> SemanticLayer | None:
-        """The semantic layer, building it first if that is pending and due."""
-        if self.semantic is None and self._semantic_factory is not None \
-                and time.monotonic() >= self._semantic_retry_at:
-            self._semantic_retry_at = time.monotonic() + self.settings.redis.retry_after_s
-            self.semantic = await self._soft_semantic("build", self._semantic_factory(), None)
-        return self.semantic
-
-    async def _soft_semantic(self, operation: str, call: Awaitable[T], default: T) -> T:
-        try:
-            return await call
-        except Exception as error:  # noqa: BLE001 - the semantic layer must never fail a request
-            metrics.SEMANTIC_ERRORS.labels(operation).inc()
-            log.warning("semantic %s failed (%s: %s); going on without it", operation, type(error).__name__, error)
-            return default
-
     def _prompt(self, request: GenerationRequest) -> str:
         return request.prompt if request.prompt is not None else self.format_chat(request)
 
-    async def _generate(self, request: GenerationRequest, plan: policy.CachePlan,
-                        key: str) -> AsyncIterator[StreamChunk]:
+    async def _generate(self, request: GenerationRequest, plan: policy.CachePlan, key: str,
+                        target: SemanticTarget | None) -> AsyncIterator[StreamChunk]:
         """Run one backend generation, yield its chunks, and store it if it completed and may be stored."""
         stops = StopScanner(request.params.stop)
         parts: list[str] = []
@@ -383,7 +268,7 @@ class CachedLLMService:
                 if kv_blocks:
                     metrics.KV_CACHE_REUSED_BLOCKS.inc(kv_blocks)
                 # Store before the last chunk: a caller may close the stream as soon as it has it.
-                await self._store(request, plan, CachedAnswer(
+                await self._store(request, plan, target, CachedAnswer(
                     text="".join(parts), model=request.model, prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens, finish_reason=finish_reason,
                     created_at=time.time(), key=key))
@@ -391,7 +276,8 @@ class CachedLLMService:
                                   kv_cache_reused_blocks=kv_blocks)
                 return
 
-    async def _store(self, request: GenerationRequest, plan: policy.CachePlan, answer: CachedAnswer) -> None:
+    async def _store(self, request: GenerationRequest, plan: policy.CachePlan, target: SemanticTarget | None,
+                     answer: CachedAnswer) -> None:
         if not plan.store:
             reason = plan.bypass_reason if plan.bypass_reason in ("disabled", "sampled") else "no_store"
             metrics.CACHE_STORES_SKIPPED.labels(reason).inc()
@@ -404,22 +290,5 @@ class CachedLLMService:
             return
         if await self.exact.set(request.tenant, plan.namespace, answer, plan.ttl_s):
             metrics.CACHE_STORES.labels("exact").inc()
-        target = await self._semantic_target(request, plan)
         if target is not None:
-            semantic, scope, query = target
-            # The semantic store embeds the query (milliseconds): done in the background, off the stream.
-            task = asyncio.create_task(self._store_semantic(semantic, scope, query, answer, plan.ttl_s))
-            self._background[task] = scope
-            task.add_done_callback(self._forget_store)
-
-    def _forget_store(self, task: asyncio.Task) -> None:
-        self._background.pop(task, None)
-
-    async def _store_semantic(self, semantic: SemanticLayer, scope: Scope, query: str, answer: CachedAnswer,
-                              ttl_s: int) -> None:
-        async def store() -> bool:
-            await semantic.store(scope, query, answer, ttl_s)
-            return True
-
-        if await self._soft_semantic("store", store(), False):
-            metrics.CACHE_STORES.labels("semantic").inc()
+            await self.semantic.store(target, answer, plan.ttl_s)  # in the background, off the stream

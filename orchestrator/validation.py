@@ -26,9 +26,14 @@ def _is_number(value: object) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
+def validate_name(field: str, value: object) -> None:
+    """A tenant or namespace: it becomes part of Redis keys."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise InvalidRequest(field, "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
+
+
 def validate_request(request: GenerationRequest, limits: ModelSettings) -> None:
-    if not isinstance(request.tenant, str) or not NAME_PATTERN.match(request.tenant):
-        raise InvalidRequest("tenant", "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
+    validate_name("tenant", request.tenant)
     if request.model != limits.name:
         raise InvalidRequest("model", f"unknown model {request.model!r}; this server serves {limits.name!r}")
     _validate_input(request, limits)
@@ -92,8 +97,8 @@ def _validate_params(request: GenerationRequest, limits: ModelSettings) -> None:
 
 
 def validate_controls(controls: CacheControls, cache: CacheSettings) -> None:
-    if controls.namespace is not None and not NAME_PATTERN.match(controls.namespace):
-        raise InvalidRequest("namespace", "must be 1-128 characters of letters, digits, '_', '.', '@' or '-'")
+    if controls.namespace is not None:
+        validate_name("namespace", controls.namespace)
     if controls.ttl_s is not None and (not _is_int(controls.ttl_s) or not 1 <= controls.ttl_s <= cache.max_ttl_s):
         raise InvalidRequest("ttl", f"must be an integer number of seconds within 1..{cache.max_ttl_s}, "
                                     f"got {controls.ttl_s!r}")

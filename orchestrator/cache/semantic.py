@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,7 +29,7 @@ from redis.exceptions import ResponseError
 from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
 from orchestrator.cache.exact import glob_escape
 from orchestrator.cache.guard import NearMissGuard
-from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget
 from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, IndexedEntry,
     RediSearchIndex, VectorIndex,
@@ -89,21 +88,19 @@ class SemanticCache:
     answer JSON, float32 vector, expires_at); the same question stored twice in a scope overwrites itself.
     The Redis client must return bytes (decode_responses=False): vectors are binary.
 
-    A miss's lookup and its store embed the same question: the last `recent_vectors` questions' vectors are
-    kept so that the store does not embed again (one embedding per miss, not two, on the engine's CPU). A
-    lookup in a scope with no entries embeds nothing.
+    A lookup in a scope with no entries embeds nothing (on a miss the embedding competes with the engine's
+    prefill for CPU); one that embeds leaves the vector on its target, where the store of the same request
+    finds it: one embedding per miss, not two.
     """
 
     def __init__(self, redis: Redis, embedder: Embedder, index: VectorIndex, prefix: str = "llmcache",
-                 matcher: SemanticMatcher | None = None, clock=time.time, recent_vectors: int = 1024) -> None:
+                 matcher: SemanticMatcher | None = None, clock=time.time) -> None:
         self.redis = redis
         self.embedder = embedder
         self.index = index
         self.prefix = prefix
         self.matcher = matcher or SemanticMatcher(SemanticSettings())
         self.clock = clock
-        self.recent_vectors = recent_vectors
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def key_prefix(self) -> str:
@@ -113,30 +110,21 @@ class SemanticCache:
         digest = hashlib.sha256(f"{scope.digest}\0{query}".encode()).hexdigest()
         return f"{self.key_prefix}{{{scope.tenant}}}:{digest}"
 
-    async def embed(self, query: str) -> np.ndarray:
-        """The question's vector: a recent one's from memory, else from the embedder."""
-        vector = self._recent.get(query)
-        if vector is not None:
-            self._recent.move_to_end(query)
-            return vector
-        (vector,) = await self.embedder.embed([query])
-        self._recent[query] = vector
-        if len(self._recent) > self.recent_vectors:
-            self._recent.popitem(last=False)
-        return vector
+    async def _vector(self, target: SemanticTarget) -> np.ndarray:
+        """The query's vector: the one on the target, else embedded now (and left on the target)."""
+        if target.vector is None:
+            (vector,) = await self.embedder.embed([target.query])
+            target.vector = np.asarray(vector, dtype=np.float32)
+        return target.vector
 
-    async def lookup(self, scope: Scope, query: str) -> SemanticHit | None:
-        if not await self.index.has_scope(scope.tenant, scope.digest):
-            # Nothing stored in this context (e.g. a conversation's later turns): no embedding, which on a
-            # miss competes with the engine's prefill for CPU.
-            return None
-        return await self.lookup_vector(scope, query, await self.embed(query))
-
-    async def lookup_vector(self, scope: Scope, query: str, vector: np.ndarray) -> SemanticHit | None:
-        """The lookup after embedding (what the latency goal measures)."""
-        candidates = await self.index.search(scope.tenant, scope.digest, vector, self.matcher.candidates)
+    async def lookup(self, target: SemanticTarget) -> SemanticHit | None:
+        scope = target.scope
+        if target.vector is None and not await self.index.has_scope(scope.tenant, scope.digest):
+            return None  # nothing stored in this context (e.g. a conversation's later turns): no embedding
+        candidates = await self.index.search(scope.tenant, scope.digest, await self._vector(target),
+                                             self.matcher.candidates)
         while True:
-            decision = self.matcher.choose(query, candidates)
+            decision = self.matcher.choose(target.query, candidates)
             chosen = decision.chosen
             if chosen is None:
                 return None
@@ -154,23 +142,19 @@ class SemanticCache:
             await self.index.remove([chosen.key])
             candidates = [c for c in candidates if c.key != chosen.key]
 
-    async def store(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None:
+    async def store(self, target: SemanticTarget, answer: CachedAnswer, ttl_s: int) -> None:
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive, got {ttl_s}")
-        await self.store_vector(scope, query, answer, ttl_s, await self.embed(query))
-
-    async def store_vector(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int,
-                           vector: np.ndarray) -> None:
-        key = self.entry_key(scope, query)
+        scope, vector = target.scope, await self._vector(target)
+        key = self.entry_key(scope, target.query)
         expires_at = self.clock() + ttl_s
-        vector = np.asarray(vector, dtype=np.float32)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={F_TENANT: scope.tenant, F_SCOPE: scope.digest, F_QUERY: query,
+            pipe.hset(key, mapping={F_TENANT: scope.tenant, F_SCOPE: scope.digest, F_QUERY: target.query,
                                     F_ANSWER: answer_to_json(answer), F_VECTOR: vector.tobytes(),
                                     F_EXPIRES: repr(expires_at)})
             pipe.expire(key, ttl_s)
             await pipe.execute()
-        await self.index.add(IndexedEntry(key, scope.tenant, scope.digest, query, vector, expires_at))
+        await self.index.add(IndexedEntry(key, scope.tenant, scope.digest, target.query, vector, expires_at))
 
     async def invalidate_tenant(self, tenant: str) -> int:
         removed = await self._delete_matching(f"{glob_escape(self.key_prefix)}{{{glob_escape(tenant)}}}:*")
@@ -193,9 +177,6 @@ class SemanticCache:
         if keys:
             removed += await self.redis.unlink(*keys)
         return removed
-
-    async def aclose(self) -> None:
-        """Nothing of its own to close: the Redis client and the embedder belong to the service."""
 
 
 async def build_index(settings: SemanticSettings, redis: Redis, prefix: str) -> VectorIndex:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
+
 Layer = Literal["exact", "semantic", "miss"]
 
 
@@ -33,6 +35,17 @@ class Scope:
     digest: str
 
 
+@dataclass
+class SemanticTarget:
+    """Where the semantic layer looks one request up and stores its answer: the scope and the query (the
+    service computes both once per request). The lookup leaves the query's vector here once it has embedded
+    it, and the store of the same request reuses it: one embedding per miss."""
+
+    scope: Scope
+    query: str
+    vector: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class SemanticHit:
     answer: CachedAnswer
@@ -44,9 +57,12 @@ class SemanticHit:
 class SemanticLayer(Protocol):
     """The semantic cache as the service sees it (implemented in orchestrator.cache.semantic)."""
 
-    async def lookup(self, scope: Scope, query: str) -> SemanticHit | None: ...
+    async def lookup(self, target: SemanticTarget) -> SemanticHit | None:
+        """The answer for a paraphrase of `target.query` in its scope, embedding the query (onto
+        `target.vector`) unless the scope is empty or the vector is already there."""
 
-    async def store(self, scope: Scope, query: str, answer: CachedAnswer, ttl_s: int) -> None: ...
+    async def store(self, target: SemanticTarget, answer: CachedAnswer, ttl_s: int) -> None:
+        """Store the answer under the target's query, with `target.vector` if the lookup left one."""
 
     async def invalidate_tenant(self, tenant: str) -> int: ...
 

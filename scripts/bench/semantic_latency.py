@@ -4,7 +4,7 @@ Entries: N vectors made from real all-MiniLM-L6-v2 embeddings of GPTCache's benc
 `origin`s), each copy perturbed with Gaussian noise and re-normalised, so the index holds N distinct
 vectors with realistic neighbourhoods; queries are the embeddings of the `similar` sentences. They are
 written the way the layer writes them (Redis hashes with TTL under the layer's prefix), then:
-- redisearch: RediSearch indexes the hashes; a lookup is `SemanticCache.lookup_vector` = one FT.SEARCH
+- redisearch: RediSearch indexes the hashes; a lookup (`SemanticCache.lookup` of a target that carries its vector) is one FT.SEARCH
   (KNN + scope/tenant TAG filter, EF_RUNTIME set) returning question and answer, then the guard;
 - faiss: `FaissIndex.rebuild` reads the hashes back (the start-up path); a lookup is the in-process HNSW
   search, the guard, and one HGET of the chosen answer.
@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.backends.embedder import EMBEDDING_DIM
 from orchestrator.cache.semantic import SemanticCache, SemanticMatcher, answer_to_json
-from orchestrator.cache.types import CachedAnswer, Scope
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget
 from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, FaissIndex, RediSearchIndex,
 )
@@ -76,11 +76,11 @@ async def wait_indexed(redis: aioredis.Redis, index: RediSearchIndex, n: int) ->
 
 async def measure(cache: SemanticCache, queries: list[tuple[str, np.ndarray]], exact_best: list[str]) -> dict:
     for text, vector in queries[:20]:  # warm-up
-        await cache.lookup_vector(SCOPE, text, vector)
+        await cache.lookup(SemanticTarget(SCOPE, text, vector))
     latencies, search_latencies, hits, recall = [], [], 0, 0
     for (text, vector), best in zip(queries, exact_best):
         started = time.perf_counter()
-        hit = await cache.lookup_vector(SCOPE, text, vector)
+        hit = await cache.lookup(SemanticTarget(SCOPE, text, vector))
         latencies.append((time.perf_counter() - started) * 1000)
         hits += hit is not None
         started = time.perf_counter()

@@ -59,7 +59,7 @@ async def test_semantic_layer_through_triton_embeddings(triton, valkey) -> None:
     import redis.asyncio as aioredis
 
     from orchestrator.cache.semantic import SemanticCache, build_index
-    from orchestrator.cache.types import CachedAnswer, Scope
+    from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget
     from orchestrator.config import SemanticSettings
 
     redis = aioredis.Redis.from_url(valkey.url)
@@ -69,10 +69,10 @@ async def test_semantic_layer_through_triton_embeddings(triton, valkey) -> None:
         cache = SemanticCache(redis, embedder, await build_index(SemanticSettings(), redis, prefix), prefix)
         scope = Scope("acme", "9" * 64)
         stored = CachedAnswer("Use `ls -l`.", "m", 3, 4, "stop", time.time(), "k" * 64)
-        await cache.store(scope, "How do I list files with their sizes on Linux?", stored, ttl_s=60)
-        hit = await cache.lookup(scope, "How can I list files and their sizes in Linux?")
+        await cache.store(SemanticTarget(scope, "How do I list files with their sizes on Linux?"), stored, ttl_s=60)
+        hit = await cache.lookup(SemanticTarget(scope, "How can I list files and their sizes in Linux?"))
         assert hit is not None and hit.answer == stored
-        assert await cache.lookup(scope, "How do I list files with their sizes on Windows?") is None
+        assert await cache.lookup(SemanticTarget(scope, "How do I list files with their sizes on Windows?")) is None
         await cache.invalidate_all()
         await cache.index.drop()
     finally:

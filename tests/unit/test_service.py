@@ -74,18 +74,18 @@ class FakeSemantic:
         self.lookups = 0
         self.invalidated: list[str | None] = []
 
-    async def lookup(self, scope, query):
+    async def lookup(self, target):
         self.lookups += 1
         if self.fail:
             raise ConnectionError("index down")
-        for cached_query, answer in self.entries.get(scope, []):
+        for cached_query, answer in self.entries.get(target.scope, []):
             return SemanticHit(answer, 0.93, cached_query)
         return None
 
-    async def store(self, scope, query, answer, ttl_s):
+    async def store(self, target, answer, ttl_s):
         if self.fail:
             raise ConnectionError("index down")
-        self.entries.setdefault(scope, []).append((query, answer))
+        self.entries.setdefault(target.scope, []).append((target.query, answer))
 
     async def invalidate_tenant(self, tenant):
         self.invalidated.append(tenant)
@@ -170,7 +170,7 @@ async def test_semantic_hit_within_the_same_scope_only() -> None:
     backend, semantic = FakeBackend(), FakeSemantic()
     service = make_service(backend, semantic)
     await service.generate(chat())
-    await service._settle()  # the semantic store runs in the background
+    await service.semantic.settle()  # the semantic store runs in the background
     paraphrase = await service.generate(chat("Which city is the capital of France?"))
     assert paraphrase.cache.layer == "semantic" and paraphrase.cache.similarity == 0.93
     other_system = await service.generate(chat("Which city is the capital of France?", system="Be verbose."))
@@ -185,9 +185,9 @@ class SlowStoreSemantic(FakeSemantic):
         super().__init__()
         self.release = asyncio.Event()
 
-    async def store(self, scope, query, answer, ttl_s):
+    async def store(self, target, answer, ttl_s):
         await self.release.wait()
-        await super().store(scope, query, answer, ttl_s)
+        await super().store(target, answer, ttl_s)
 
 
 async def test_a_paraphrase_waits_for_the_store_of_its_scope_still_running() -> None:
@@ -212,7 +212,7 @@ async def test_the_wait_for_a_running_store_is_bounded_and_other_scopes_do_not_w
     paraphrase = await asyncio.wait_for(service.generate(chat("Which city is the capital of France?")), 5)
     assert paraphrase.cache.layer == "miss" and len(backend.calls) == 3
     semantic.release.set()
-    await service._settle()
+    await service.semantic.settle()
 
 
 class SlowSemantic(FakeSemantic):
@@ -222,9 +222,9 @@ class SlowSemantic(FakeSemantic):
         super().__init__()
         self.release = asyncio.Event()
 
-    async def lookup(self, scope, query):
+    async def lookup(self, target):
         await self.release.wait()
-        return await super().lookup(scope, query)
+        return await super().lookup(target)
 
 
 async def test_speculative_generation_starts_the_backend_during_the_semantic_lookup() -> None:
@@ -241,7 +241,7 @@ async def test_speculative_generation_starts_the_backend_during_the_semantic_loo
     backend.gate.set()
     result = await answer
     assert result.cache.layer == "miss" and result.text == "The capital is Paris."
-    await service._settle()
+    await service.semantic.settle()
     assert len(backend.calls) == 1 and backend.closed_early == 0
 
 
@@ -250,7 +250,7 @@ async def test_a_semantic_hit_cancels_the_speculative_generation_and_stores_noth
     service = make_service(backend, semantic, exact, speculative_generation=True)
     semantic.release.set()
     await service.generate(chat())
-    await service._settle()
+    await service.semantic.settle()
     semantic.release.clear()
     backend.gate = asyncio.Event()  # the speculative call must not finish on its own
     paraphrase = asyncio.create_task(service.generate(chat("Which city is the capital of France?")))
@@ -419,7 +419,7 @@ async def test_semantic_layer_failure_is_pass_through() -> None:
     result = await service.generate(chat())
     assert result.cache.layer == "miss" and result.text
     assert metrics.SEMANTIC_ERRORS.labels("lookup")._value.get() == before + 1
-    await service._settle()
+    await service.semantic.settle()
     assert metrics.SEMANTIC_ERRORS.labels("store")._value.get() >= 1
 
 
@@ -471,12 +471,12 @@ async def test_a_semantic_layer_that_cannot_be_built_at_start_is_built_later() -
     service = CachedLLMService(settings, FakeExact(), FakeBackend(), semantic_factory=build,
                                chat_formatter=lambda r: r.messages[-1].content)
     assert (await service.generate(chat())).cache.layer == "miss"
-    assert len(attempts) == 1 and service.semantic is None
+    assert len(attempts) == 1 and service.semantic.layer is None
     await service.generate(chat("Another question"))
     assert len(attempts) == 1  # not retried before retry_after_s
     await asyncio.sleep(0.06)
     await service.generate(chat("A third question"))
-    assert len(attempts) == 2 and service.semantic is semantic
+    assert len(attempts) == 2 and service.semantic.layer is semantic
 
 
 @pytest.mark.parametrize(("tokens", "stop", "text", "closed_early"), [
