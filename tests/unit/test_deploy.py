@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 import orchestrator.api.metrics  # noqa: F401 - registers the API metrics
 import orchestrator.metrics  # noqa: F401 - registers the service metrics
 from orchestrator.api.auth import load_keys_file
-from orchestrator.config import Settings
+from orchestrator.config import Settings, TritonSettings
 from stack import paths
 from stack.cli import StockImageError, gpu_command
 
@@ -139,6 +139,37 @@ def test_gpu_overlay_runs_triton_on_gpus_with_readiness_and_the_profile_image() 
     pdb = by_kind(documents, "PodDisruptionBudget", "orchestrator")
     assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "orchestrator"}
     assert all(d["metadata"].get("namespace") == "llm-stack" for d in documents if d["kind"] != "Namespace")
+
+
+def test_gpu_overlay_routes_across_the_triton_pods_found_through_the_headless_service() -> None:
+    documents = kustomize("gpu")
+    orchestrator = by_kind(documents, "Deployment", "orchestrator")
+    container = orchestrator["spec"]["template"]["spec"]["containers"][0]
+    triton_env = {e["name"].removeprefix("ORCH_TRITON__").lower(): e["value"] for e in container["env"]
+                  if e["name"].startswith("ORCH_TRITON__")}
+    # The values are valid settings: the orchestrator starts with them and routes by DNS with affinity.
+    settings = TritonSettings(**triton_env)
+    assert settings.replicas_dns and settings.routing == "affinity" and not settings.replicas
+    # The name is the headless Service in front of the Triton StatefulSet, on its gRPC port: its DNS answers
+    # with one address per ready Triton pod.
+    host, port = settings.replicas_dns.split(":")
+    service = by_kind(documents, "Service", host)
+    assert service["spec"]["clusterIP"] == "None" and service["spec"].get("publishNotReadyAddresses") is False
+    assert int(port) == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    triton = by_kind(documents, "StatefulSet", "triton")
+    assert triton["spec"]["serviceName"] == host and triton["spec"]["replicas"] >= 2
+    labels = triton["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    # Several orchestrator pods, scaled by the HPA; each routes alike with no shared state.
+    hpa = by_kind(documents, "HorizontalPodAutoscaler", "orchestrator")
+    assert orchestrator["spec"]["replicas"] >= 2 and hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orchestrator"}
+    # Embeddings keep one address: the same Service name.
+    assert settings.url == "triton:8001"
+    # The CPU overlay runs one Triton beside each orchestrator: one replica, no routing.
+    cpu_pod = by_kind(kustomize("cpu"), "Deployment", "orchestrator")["spec"]["template"]["spec"]
+    cpu_env = {e["name"] for c in cpu_pod["containers"] for e in c.get("env", [])}
+    assert not {"ORCH_TRITON__REPLICAS", "ORCH_TRITON__REPLICAS_DNS"} & cpu_env
 
 
 def volume_source(pod: dict, mount_path: str) -> tuple[str, str]:
