@@ -1,45 +1,79 @@
 #!/usr/bin/env python3
-"""Prefix-affinity routing vs. round-robin across two real Triton servers (CPU profile), same workload.
+"""Prefix-affinity routing vs. round-robin through the orchestrator: 2 orchestrator processes x 2 Triton
+replicas per policy, the same workloads, the two policies alternating round by round.
 
-Workload: `--groups` documents (each a unique system prompt of ~`--prefix-tokens` tokens), each asked
-`--questions` different questions; requests arrive round by round (every document once per round, in a
-shuffled order per round), `--concurrency` at a time. Each policy gets two fresh Triton servers, so neither
-sees a cache warmed by the other. Per request the engine reports `kv_cache_reused_blocks` (prompt KV blocks it
-did not recompute); the last line is one JSON object with the per-request means and their ratio.
+Per policy: two Triton servers (bundled 2.51, CPU profile with one llama.cpp thread per engine, so two busy
+engines share the 2 cores without oversubscribing them) and two `python -m orchestrator serve` processes, both
+routing across those two Tritons with ORCH_TRITON__REPLICAS and ORCH_TRITON__ROUTING=affinity|round_robin (the
+same code, one setting apart). The client spreads requests over the two orchestrators in consecutive pairs
+(requests 0 and 1 to the first, 2 and 3 to the second, ...): each round-robin orchestrator alternates between
+the replicas, so the fleet as a whole alternates exactly, round-robin's best case (alternating single requests
+would send consecutive ones to the same replica). Affinity does not care which orchestrator gets a request.
+The cache is off (ORCH_CACHE__ENABLED=false, no semantic layer), so every request goes through the service to
+Triton; one Valkey serves all four orchestrators (their readiness needs Redis). Each policy has its own
+Tritons, so neither sees KV blocks the other computed; all eight servers stay up for the whole run and only
+one policy's are busy at a time.
 
-  .venv/bin/python scripts/bench/prefix_routing.py [--groups 9 --questions 3 ...]
+Workloads, over gRPC GenerateStream (TTFT measured by the client: the first chunk with text):
+- shared prefixes: `--groups` documents of ~`--prefix-tokens` tokens as system prompts, each asked
+  `--questions` questions; round q asks every document its q-th question (shuffled, the same order for both
+  policies), `--concurrency` in flight. Per request the engine reports kv_cache_reused_blocks (prompt KV blocks
+  it did not compute again).
+- no shared prefixes: `--distinct-rounds` rounds of `--distinct` requests, each with its own system prompt of
+  ~`--distinct-tokens` tokens (different from its first word), `--distinct-max-tokens` generated,
+  `--distinct-concurrency` in flight; throughput = requests (and generated tokens) per second of wall time.
+
+Rounds alternate: one policy's round r, then the other's, the order swapped every round (ABBA), so drift and
+noise on a shared machine hit both alike. Prints a table, then one JSON line last.
+
+  .venv/bin/python scripts/bench/prefix_routing.py [--groups 8 --questions 3 --distinct 12 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import datetime
 import json
+import os
+import platform
 import random
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
-import tritonclient.grpc.aio as grpcaio
+import grpc
+import tomlkit
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cpu_engine import tokenizer  # noqa: E402
-from cpu_engine.chat import format_chat  # noqa: E402
-from cpu_engine.client import Generation, generate, text_inputs  # noqa: E402
-from orchestrator.backends.replicas import ReplicaRouter  # noqa: E402
+from orchestrator.api.process import OrchestratorProcess  # noqa: E402
+from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb  # noqa: E402
+from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc  # noqa: E402
+from orchestrator.backends.triton_llm import TritonLLM  # noqa: E402
+from orchestrator.config import ModelSettings, TritonSettings  # noqa: E402
+from orchestrator.schemas import SamplingParams  # noqa: E402
+from stack import paths  # noqa: E402
 from stack.render import render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
+from stack.valkey import ValkeyServer  # noqa: E402
 
-LLM_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", "ensemble")
+POLICIES = ("affinity", "round_robin")
+#: What the orchestrator calls: the BLS (its default) and the engine it stops abandoned generations on.
+LLM_MODELS = ("tensorrt_llm", "tensorrt_llm_bls")
+MODEL = ModelSettings().name
 WORDS = ("invoice", "policy", "refund", "customer", "warranty", "shipping", "account", "order", "delivery",
          "contract", "support", "billing", "region", "product", "return", "credit", "service", "payment")
+Messages = list[dict[str, str]]
 
 
 def document(seed: str, tokens: int) -> str:
@@ -52,126 +86,229 @@ def document(seed: str, tokens: int) -> str:
     return " ".join(sentences)
 
 
-def workload(groups: int, questions: int, prefix_tokens: int, seed: int) -> list[str]:
-    """Prompts in arrival order: round q asks every document its q-th question, documents shuffled."""
+def chat(system: str, question: str) -> Messages:
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+def shared_rounds(groups: int, questions: int, prefix_tokens: int, seed: int) -> list[list[Messages]]:
+    """Round q asks every document its q-th question, documents shuffled."""
     nonce = uuid.uuid4().hex[:6]
     documents = [document(f"{nonce}-{g}", prefix_tokens) for g in range(groups)]
     rng = random.Random(seed)
-    prompts = []
-    for q in range(questions):
-        for g in rng.sample(range(groups), groups):
-            prompts.append(format_chat([{"role": "system", "content": documents[g]},
-                                        {"role": "user", "content": f"Question {q}: what does item {q + 1} say?"}]))
-    return prompts
+    return [[chat(documents[g], f"Question {q}: what does item {q + 1} say?")
+             for g in rng.sample(range(groups), groups)] for q in range(questions)]
 
 
-async def run_policy(urls: list[str], prompts: list[str], choose: Callable[[str], tuple[str, Callable[[], None]]],
-                     concurrency: int, max_tokens: int) -> list[Generation]:
-    clients = {url: grpcaio.InferenceServerClient(url) for url in urls}
+def distinct_rounds(rounds: int, requests: int, tokens: int) -> list[list[Messages]]:
+    """Every request its own system prompt: nothing beyond the chat template's first tokens is shared."""
+    nonce = uuid.uuid4().hex[:6]
+    return [[chat(document(f"{nonce}-r{r}-{i}", tokens), "Summarise this in one sentence.") for i in range(requests)]
+            for r in range(rounds)]
+
+
+def small_profile(out: Path) -> Path:
+    """The CPU profile with one llama.cpp thread per engine: two engines busy at once use the two cores."""
+    profile = tomlkit.parse((paths.PROFILES_DIR / "cpu.toml").read_text())
+    parameters = profile["models"]["tensorrt_llm"]["parameters"]
+    parameters["cpu_threads"] = 1
+    parameters["cpu_threads_batch"] = 1
+    out.write_text(tomlkit.dumps(profile))
+    return out
+
+
+@dataclass
+class Result:
+    ttft_s: float
+    reused_blocks: int
+    completion_tokens: int
+
+
+@dataclass
+class Deployment:
+    """One policy: two Tritons and two orchestrators routing across them."""
+
+    policy: str
+    tritons: list[TritonServer]
+    orchestrators: list[OrchestratorProcess]
+    sent: int = 0
+
+    def routes(self) -> dict[str, Counter]:
+        """orchestrator_triton_replica_routed_total summed over both orchestrators: {replica: {route: n}}."""
+        names = {triton.grpc_url: f"triton-{i}" for i, triton in enumerate(self.tritons)}
+        routes: dict[str, Counter] = {name: Counter() for name in names.values()}
+        for orchestrator in self.orchestrators:
+            with urllib.request.urlopen(f"{orchestrator.http_url}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            for family in text_string_to_metric_families(text):
+                if family.name == "orchestrator_triton_replica_routed":
+                    for sample in family.samples:
+                        if sample.name.endswith("_total"):
+                            routes[names[sample.labels["replica"]]][sample.labels["route"]] += int(sample.value)
+        return routes
+
+
+def deploy(stack: ExitStack, policy: str, repository: Path, redis_url: str, log_dir: Path) -> Deployment:
+    tritons = [stack.enter_context(TritonServer(repository, model_control_mode="explicit", load_models=LLM_MODELS,
+                                                log_path=log_dir / f"triton-{policy}-{i}.log")) for i in range(2)]
+    urls = [triton.grpc_url for triton in tritons]
+    env = {"ORCH_TRITON__REPLICAS": ",".join(urls), "ORCH_TRITON__ROUTING": policy,
+           "ORCH_CACHE__ENABLED": "false", "ORCH_SEMANTIC__ENABLED": "false",
+           "ORCH_REDIS__KEY_PREFIX": f"bench-routing-{policy}"}
+    orchestrators = [stack.enter_context(OrchestratorProcess(urls[0], redis_url, env=env,
+                                                             log_path=log_dir / f"orchestrator-{policy}-{i}.log"))
+                     for i in range(2)]
+    return Deployment(policy, tritons, orchestrators)
+
+
+async def warm_up(deployment: Deployment) -> None:
+    """One short generation on each Triton directly and through each orchestrator (nothing the workloads share)."""
+    for triton in deployment.tritons:
+        llm = TritonLLM(TritonSettings(url=triton.grpc_url), ModelSettings())
+        try:
+            async for _ in llm.stream(f"Warm-up {uuid.uuid4().hex}: say hi.", SamplingParams(max_tokens=4)):
+                pass
+        finally:
+            await llm.aclose()
+    for orchestrator in deployment.orchestrators:
+        async with grpc.aio.insecure_channel(orchestrator.grpc_target) as channel:
+            hello = pb.ChatMessage(role="user", content=f"Hi {uuid.uuid4().hex}")
+            request = pb.GenerateRequest(model=MODEL, messages=[hello],
+                                         params=pb.SamplingParams(max_tokens=4, temperature=0.0))
+            await pb_grpc.OrchestratorStub(channel).Generate(request)
+
+
+async def run_round(deployment: Deployment, requests: list[Messages], concurrency: int,
+                    max_tokens: int) -> tuple[list[Result], float]:
+    """The requests in order, `concurrency` in flight, in consecutive pairs per orchestrator."""
+    channels = [grpc.aio.insecure_channel(o.grpc_target) for o in deployment.orchestrators]
+    stubs = [pb_grpc.OrchestratorStub(channel) for channel in channels]
     gate = asyncio.Semaphore(concurrency)
+    first = deployment.sent
+    deployment.sent += len(requests)
 
-    async def one(prompt: str) -> Generation:
+    def stub(index: int) -> pb_grpc.OrchestratorStub:
+        return stubs[(first + index) // len(deployment.tritons) % len(stubs)]
+
+    async def one(index: int, messages: Messages) -> Result:
+        request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(**m) for m in messages],
+                                     params=pb.SamplingParams(max_tokens=max_tokens, temperature=0.0))
         async with gate:
-            url, done = choose(prompt)
-            try:
-                return await generate(clients[url], "ensemble",
-                                      text_inputs(prompt, max_tokens, stream=True, temperature=0.0))
-            finally:
-                done()
+            started = time.perf_counter()
+            ttft, reused, tokens = None, None, 0
+            async for message in stub(index).GenerateStream(request):
+                if ttft is None and message.text:
+                    ttft = time.perf_counter() - started
+                if message.HasField("kv_cache_reused_blocks"):
+                    reused = message.kv_cache_reused_blocks
+                if message.HasField("usage"):
+                    tokens = message.usage.completion_tokens
+            assert ttft is not None and reused is not None, "no text or no KV report from the orchestrator"
+            return Result(ttft, reused, tokens)
 
     try:
-        # Requests start in arrival order; the semaphore keeps `concurrency` in flight.
-        tasks = []
-        for prompt in prompts:
-            tasks.append(asyncio.create_task(one(prompt)))
-            await asyncio.sleep(0)
-        return await asyncio.gather(*tasks)
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(i, m) for i, m in enumerate(requests)))
+        return list(results), time.perf_counter() - started
     finally:
-        for client in clients.values():
-            await client.close()
+        for channel in channels:
+            await channel.close()
 
 
-def affinity_chooser(urls: list[str], max_in_flight: int) -> tuple[ReplicaRouter, Callable]:
-    router = ReplicaRouter(urls, max_in_flight=max_in_flight)
-
-    def choose(prompt: str) -> tuple[str, Callable[[], None]]:
-        replica = router.pick(prompt)
-        return replica.url, lambda: router.release(replica)
-
-    return router, choose
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
-def round_robin_chooser(urls: list[str]) -> Callable:
-    turn = itertools.cycle(urls)
-
-    def choose(prompt: str) -> tuple[str, Callable[[], None]]:
-        return next(turn), lambda: None
-
-    return choose
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
-def measure(repository: Path, log_dir: Path, name: str, prompts: list[str], concurrency: int, max_tokens: int,
-            max_in_flight: int) -> tuple[list[Generation], dict]:
-    with ExitStack() as stack:
-        servers = [stack.enter_context(TritonServer(repository, model_control_mode="explicit", load_models=LLM_MODELS,
-                                                    log_path=log_dir / f"{name}-{i}.log")) for i in range(2)]
-        urls = [server.grpc_url for server in servers]
-        routes: dict = {}
-        if name == "affinity":
-            router, choose = affinity_chooser(urls, max_in_flight)
-        else:
-            router, choose = None, round_robin_chooser(urls)
-        results = asyncio.run(run_policy(urls, prompts, choose, concurrency, max_tokens))
-        if router is not None:
-            routes = {route.value: count for route, count in router.decisions.items()}
-    return results, routes
+async def measure(deployments: dict[str, Deployment], args: argparse.Namespace) -> dict:
+    for deployment in deployments.values():
+        await warm_up(deployment)
+    warm_up_routes = {policy: deployment.routes() for policy, deployment in deployments.items()}
+    shared: dict[str, list[Result]] = {p: [] for p in POLICIES}
+    distinct: dict[str, list[tuple[list[Result], float]]] = {p: [] for p in POLICIES}
+    step = 0
 
+    def turns() -> list[str]:
+        nonlocal step
+        step += 1
+        return list(POLICIES) if step % 2 else list(reversed(POLICIES))
 
-def summary(results: list[Generation]) -> dict:
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        raise SystemExit(f"{len(failed)} requests failed, first: {failed[0].error}")
-    reused = [r.outputs["kv_cache_reused_blocks"] for r in results]
-    return {"reused_blocks_per_req": statistics.fmean(reused),
+    for requests in shared_rounds(args.groups, args.questions, args.prefix_tokens, args.seed):
+        for policy in turns():
+            results, _ = await run_round(deployments[policy], requests, args.concurrency, args.max_tokens)
+            shared[policy] += results
+    for requests in distinct_rounds(args.distinct_rounds, args.distinct, args.distinct_tokens):
+        for policy in turns():
+            distinct[policy].append(await run_round(deployments[policy], requests, args.distinct_concurrency,
+                                                    args.distinct_max_tokens))
+    summary: dict = {}
+    for policy in POLICIES:
+        results = shared[policy]
+        reused = [r.reused_blocks for r in results]
+        ttfts = [r.ttft_s * 1000 for r in results]
+        rounds = distinct[policy]
+        wall = sum(seconds for _, seconds in rounds)
+        done = [r for results_, _ in rounds for r in results_]
+        summary[policy] = {
+            "reused_blocks_per_req": round(statistics.fmean(reused), 3),
             "requests_with_reuse": sum(1 for n in reused if n > 0),
-            "mean_ttft_ms": statistics.fmean(r.ttft_s for r in results) * 1000}
+            "ttft_p50_ms": round(statistics.median(ttfts), 1), "ttft_p90_ms": round(p90(ttfts), 1),
+            "distinct_req_per_s": round(len(done) / wall, 4),
+            "distinct_tokens_per_s": round(sum(r.completion_tokens for r in done) / wall, 2),
+            "distinct_req_per_s_by_round": [round(len(results_) / seconds, 4) for results_, seconds in rounds],
+            "routes": {replica: dict(counts - warm_up_routes[policy][replica])
+                       for replica, counts in deployments[policy].routes().items()},
+        }
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--groups", type=int, default=9, help="distinct documents (prompt prefixes)")
-    parser.add_argument("--questions", type=int, default=3, help="requests per document")
+    parser.add_argument("--groups", type=int, default=8, help="shared-prefix workload: distinct documents")
+    parser.add_argument("--questions", type=int, default=3,
+                        help="shared-prefix workload: rounds (questions per document)")
     parser.add_argument("--prefix-tokens", type=int, default=400, help="length of each document")
-    parser.add_argument("--max-tokens", type=int, default=8, help="tokens generated per request")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=8, help="tokens generated per shared-prefix request")
+    parser.add_argument("--concurrency", type=int, default=2, help="shared-prefix requests in flight")
+    parser.add_argument("--distinct", type=int, default=12, help="no-sharing workload: requests per round")
+    parser.add_argument("--distinct-rounds", type=int, default=3)
+    parser.add_argument("--distinct-tokens", type=int, default=150, help="length of each distinct system prompt")
+    parser.add_argument("--distinct-max-tokens", type=int, default=16)
+    parser.add_argument("--distinct-concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    prompts = workload(args.groups, args.questions, args.prefix_tokens, args.seed)
-    with tempfile.TemporaryDirectory(prefix="prefix-routing-") as tmp:
-        repository = render("cpu", Path(tmp) / "cpu")
-        max_in_flight = int(next(line for line in (repository / "tensorrt_llm" / "config.pbtxt").read_text()
-                                 .splitlines() if line.startswith("max_batch_size")).split(":")[1])
-        started = time.monotonic()
-        affinity, routes = measure(repository, Path(tmp), "affinity", prompts, args.concurrency, args.max_tokens,
-                                   max_in_flight)
-        round_robin, _ = measure(repository, Path(tmp), "round_robin", prompts, args.concurrency, args.max_tokens,
-                                 max_in_flight)
-    a, r = summary(affinity), summary(round_robin)
-    for name, values in (("affinity", a), ("round robin", r)):
-        print(f"{name:12s} reused blocks/request {values['reused_blocks_per_req']:6.2f}  requests with reuse "
-              f"{values['requests_with_reuse']:3d}/{len(prompts)}  mean TTFT {values['mean_ttft_ms']:7.1f} ms")
+    started = time.monotonic()
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="prefix-routing-") as tmp, ExitStack() as stack:
+        repository = render(str(small_profile(Path(tmp) / "cpu-1-thread.toml")), Path(tmp) / "repository")
+        valkey = stack.enter_context(ValkeyServer())
+        deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp)) for policy in POLICIES}
+        summary = asyncio.run(measure(deployments, args))
+    a, r = summary["affinity"], summary["round_robin"]
+    for name, values in summary.items():
+        print(f"{name:12s} reused blocks/request {values['reused_blocks_per_req']:6.2f}  TTFT p50/p90 "
+              f"{values['ttft_p50_ms']:7.1f}/{values['ttft_p90_ms']:7.1f} ms  no-sharing "
+              f"{values['distinct_req_per_s']:.3f} req/s  routes {values['routes']}")
     print(json.dumps({
-        "bench": "prefix_routing", "replicas": 2, "groups": args.groups, "questions_per_group": args.questions,
-        "prefix_tokens": args.prefix_tokens, "requests": len(prompts), "concurrency": args.concurrency,
-        "max_tokens": args.max_tokens, "max_in_flight": max_in_flight,
-        "affinity_reused_blocks_per_req": round(a["reused_blocks_per_req"], 3),
-        "round_robin_reused_blocks_per_req": round(r["reused_blocks_per_req"], 3),
-        "affinity_over_round_robin": (round(a["reused_blocks_per_req"] / r["reused_blocks_per_req"], 3)
-                                      if r["reused_blocks_per_req"] else None),
-        "affinity_requests_with_reuse": a["requests_with_reuse"],
-        "round_robin_requests_with_reuse": r["requests_with_reuse"],
-        "affinity_mean_ttft_ms": round(a["mean_ttft_ms"], 1), "round_robin_mean_ttft_ms": round(r["mean_ttft_ms"], 1),
-        "affinity_routes": routes, "seconds": round(time.monotonic() - started, 1),
+        "bench": "prefix_routing", "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+                   f"Python {platform.python_version()}",
+        "load_average_before": load_before, "load_average_after": load_average(),
+        "orchestrators_per_policy": 2, "tritons_per_policy": 2, "engine_threads": 1,
+        "shared": {"groups": args.groups, "questions": args.questions, "prefix_tokens": args.prefix_tokens,
+                   "requests": args.groups * args.questions, "concurrency": args.concurrency,
+                   "max_tokens": args.max_tokens},
+        "distinct": {"requests": args.distinct * args.distinct_rounds, "rounds": args.distinct_rounds,
+                     "prompt_tokens": args.distinct_tokens, "concurrency": args.distinct_concurrency,
+                     "max_tokens": args.distinct_max_tokens},
+        "affinity": a, "round_robin": r,
+        "reused_blocks_ratio": round(a["reused_blocks_per_req"] / r["reused_blocks_per_req"], 3)
+        if r["reused_blocks_per_req"] else None,
+        "ttft_p90_ratio": round(a["ttft_p90_ms"] / r["ttft_p90_ms"], 3),
+        "throughput_ratio": round(a["distinct_req_per_s"] / r["distinct_req_per_s"], 3),
+        "seconds": round(time.monotonic() - started, 1),
     }))
 
 
