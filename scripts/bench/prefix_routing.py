@@ -147,13 +147,16 @@ class Deployment:
         return routes
 
 
-def deploy(stack: ExitStack, policy: str, repository: Path, redis_url: str, log_dir: Path) -> Deployment:
+def deploy(stack: ExitStack, policy: str, repository: Path, redis_url: str, log_dir: Path,
+           load_factor: str | None) -> Deployment:
     tritons = [stack.enter_context(TritonServer(repository, model_control_mode="explicit", load_models=LLM_MODELS,
                                                 log_path=log_dir / f"triton-{policy}-{i}.log")) for i in range(2)]
     urls = [triton.grpc_url for triton in tritons]
     env = {"ORCH_TRITON__REPLICAS": ",".join(urls), "ORCH_TRITON__ROUTING": policy,
            "ORCH_CACHE__ENABLED": "false", "ORCH_SEMANTIC__ENABLED": "false",
            "ORCH_REDIS__KEY_PREFIX": f"bench-routing-{policy}"}
+    if load_factor is not None:
+        env["ORCH_TRITON__ROUTING_LOAD_FACTOR"] = load_factor
     orchestrators = [stack.enter_context(OrchestratorProcess(urls[0], redis_url, env=env,
                                                              log_path=log_dir / f"orchestrator-{policy}-{i}.log"))
                      for i in range(2)]
@@ -278,13 +281,15 @@ def main() -> None:
     parser.add_argument("--distinct-max-tokens", type=int, default=16)
     parser.add_argument("--distinct-concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--load-factor", help="ORCH_TRITON__ROUTING_LOAD_FACTOR for affinity (default: the setting's)")
     args = parser.parse_args()
     started = time.monotonic()
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="prefix-routing-") as tmp, ExitStack() as stack:
         repository = render(str(small_profile(Path(tmp) / "cpu-1-thread.toml")), Path(tmp) / "repository")
         valkey = stack.enter_context(ValkeyServer())
-        deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp)) for policy in POLICIES}
+        deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp), args.load_factor)
+                       for policy in POLICIES}
         summary = asyncio.run(measure(deployments, args))
     a, r = summary["affinity"], summary["round_robin"]
     for name, values in summary.items():
@@ -297,6 +302,8 @@ def main() -> None:
                    f"Python {platform.python_version()}",
         "load_average_before": load_before, "load_average_after": load_average(),
         "orchestrators_per_policy": 2, "tritons_per_policy": 2, "engine_threads": 1,
+        "load_factor": TritonSettings(**({"routing_load_factor": args.load_factor} if args.load_factor else {})
+                                      ).routing_load_factor,
         "shared": {"groups": args.groups, "questions": args.questions, "prefix_tokens": args.prefix_tokens,
                    "requests": args.groups * args.questions, "concurrency": args.concurrency,
                    "max_tokens": args.max_tokens},
