@@ -46,7 +46,7 @@ from orchestrator.schemas import (
 )
 from orchestrator.singleflight import SingleFlight
 from orchestrator.streams import EarlyStart, StopScanner
-from orchestrator.validation import validate_controls, validate_request
+from orchestrator.validation import validate_controls, validate_embedding_input, validate_request
 
 
 class LLMBackend(Protocol):
@@ -162,10 +162,7 @@ class CachedLLMService:
     async def embed(self, texts: list[str]) -> np.ndarray:
         if self.embedder is None:
             raise InvalidRequest("input", "embeddings are not served by this orchestrator")
-        if not texts:
-            raise InvalidRequest("input", "must not be empty")
-        if not all(isinstance(t, str) and t for t in texts):
-            raise InvalidRequest("input", "every text must be a non-empty string")
+        validate_embedding_input(texts)
         return await self.embedder.embed(texts)
 
     async def stats(self, tenant: str | None = None) -> dict:

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 LAYERS = {"miss": pb.CACHE_LAYER_MISS, "exact": pb.CACHE_LAYER_EXACT, "semantic": pb.CACHE_LAYER_SEMANTIC}
-ROLES = ("system", "user", "assistant", "tool")
 
 
 class Undecodable:
@@ -141,8 +140,6 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         self._principal(context)
         if request.model:
             self.models.check_embedding_model(request.model)
-        if not request.texts:
-            raise InvalidRequest("texts", "at least one text is required")
         vectors = await self.service.embed(list(request.texts))
         return pb.EmbedResponse(embeddings=[pb.Embedding(values=vector.tolist()) for vector in vectors],
                                 dimensions=vectors.shape[1], model=self.models.embedding)
@@ -168,13 +165,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServicer):
         return self.auth.authenticate(metadata.get("x-api-key") or bearer_token(metadata.get("authorization")))
 
     def _translate(self, request: pb.GenerateRequest, caller: Principal) -> tuple[GenerationRequest, CacheControls]:
-        if request.HasField("prompt") == bool(request.messages):
-            raise InvalidRequest("messages", "send either messages (chat) or prompt (completion), not both")
-        messages = []
-        for index, message in enumerate(request.messages):
-            if message.role not in ROLES:
-                raise InvalidRequest(f"messages[{index}].role", f"must be one of {', '.join(ROLES)}")
-            messages.append(ChatMessage(role=message.role, content=message.content, name=message.name or None))
+        messages = [ChatMessage(role=m.role, content=m.content, name=m.name or None) for m in request.messages]
         params = request.params
         given = {name: getattr(params, name) for name in ("max_tokens", "temperature", "top_p", "top_k", "seed")
                  if params.HasField(name)}

@@ -1,17 +1,17 @@
 """OpenAI request bodies (the parts the orchestrator serves) and their translation into service requests.
 
-Only wire shape is checked here (types, ranges, values we cannot honour); what a valid request is for the
-model (lengths, limits, known model names) is the service's validation. Parameters that would change the
-output but are not supported (n > 1, penalties, logit_bias, logprobs) are refused rather than ignored, so a
-cached answer is never served for a request it does not answer. Unknown fields are ignored, as OpenAI's
-clients send optional extras.
+Only wire shape is checked here: types, and OpenAI parameters that have no place in a service request and
+would change the output (n > 1, penalties, logit_bias, logprobs, echo, suffix, best_of), refused rather than
+ignored so a cached answer is never served for a request it does not answer. Every rule about the values
+(ranges, limits, roles, names, what the model is not given) is orchestrator.validation's, for both APIs.
+Unknown fields are ignored, as OpenAI's clients send optional extras.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from orchestrator.errors import InvalidRequest
 from orchestrator.schemas import CacheControls, ChatMessage, GenerationRequest, SamplingParams
@@ -24,8 +24,8 @@ class CacheExtension(BaseModel):
 
     no_cache: bool = False
     no_store: bool = False
-    ttl: int | None = Field(default=None, gt=0)
-    namespace: str | None = Field(default=None, min_length=1, max_length=128)
+    ttl: int | None = None
+    namespace: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -38,7 +38,7 @@ class TextPart(BaseModel):
 
 
 class WireMessage(BaseModel):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: str
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -55,11 +55,11 @@ class WireMessage(BaseModel):
 class GenerationBody(BaseModel):
     """Fields chat and text completions share."""
 
-    model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)  # extension (OpenAI has none; vLLM and Triton do)
+    model: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None  # extension (OpenAI has none; vLLM and Triton do)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -80,8 +80,6 @@ class GenerationBody(BaseModel):
                 raise InvalidRequest(name, "not supported; omit it or send 0")
         if self.logit_bias:
             raise InvalidRequest("logit_bias", "not supported")
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise InvalidRequest("stop", "at most 4 stop sequences")
         return self
 
     @property
@@ -97,8 +95,8 @@ class GenerationBody(BaseModel):
 
 
 class ChatCompletionBody(GenerationBody):
-    messages: list[WireMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    messages: list[WireMessage]
+    max_completion_tokens: int | None = None
     logprobs: bool = False
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
@@ -146,10 +144,10 @@ class CompletionBody(GenerationBody):
 
 
 class EmbeddingBody(BaseModel):
-    model: str = Field(min_length=1)
-    input: str | list[str] = Field(min_length=1)
+    model: str
+    input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = None
     user: str | None = None
 
     @property

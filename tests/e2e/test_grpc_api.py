@@ -68,6 +68,29 @@ def test_errors(stub: pb_grpc.OrchestratorStub) -> None:
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+@pytest.mark.parametrize(("request_", "field"), [
+    (pb.GenerateRequest(model=MODEL, params=PARAMS), "messages"),
+    (pb.GenerateRequest(model=MODEL, prompt="x", messages=[pb.ChatMessage(role="user", content="y")]), "prompt"),
+    (pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="wizard", content="y")]), "messages[0].role"),
+    (pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content="y", name="ann")]),
+     "messages[0].name"),
+    (pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content="y")],
+                        params=pb.SamplingParams(temperature=float("nan"))), "temperature"),
+])
+def test_bad_requests_are_refused_naming_the_field(stub: pb_grpc.OrchestratorStub, request_: pb.GenerateRequest,
+                                                   field: str) -> None:
+    for streaming in (False, True):
+        with pytest.raises(grpc.RpcError) as raised:
+            if streaming:
+                list(stub.GenerateStream(request_, metadata=ACME, timeout=10))
+            else:
+                stub.Generate(request_, metadata=ACME, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert raised.value.details().startswith(f"{field}: "), raised.value.details()
+    if field == "temperature":
+        assert raised.value.details().endswith("got NaN")
+
+
 def test_embed(stub: pb_grpc.OrchestratorStub) -> None:
     response = stub.Embed(pb.EmbedRequest(texts=["hello world", "goodbye"]), metadata=ACME, timeout=30)
     assert response.dimensions == 384 and len(response.embeddings) == 2

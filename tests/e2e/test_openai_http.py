@@ -101,9 +101,41 @@ def test_errors_name_the_field(acme: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
         acme.chat.completions.create(model=MODEL, messages=[])
     assert raised.value.param == "messages"
+    # The SDK writes strict JSON; Python's json reads NaN, as the server does.
+    nan = httpx.post(f"{acme.base_url}chat/completions", headers={"authorization": f"Bearer {acme.api_key}",
+                                                                 "content-type": "application/json"},
+                     content=f'{{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], '
+                             f'"temperature": NaN}}', timeout=30)
+    assert nan.status_code == 400 and nan.json()["error"]["param"] == "temperature"
+    assert nan.json()["error"]["message"].endswith("got NaN")
     bad_key = openai.OpenAI(base_url=str(acme.base_url), api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad_key.models.list()
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize(("options", "param"), [
+    ({"tools": [WEATHER_TOOL]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"messages": [{"role": "user", "content": "Weather in Paris?"},
+                   {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                                                                        "function": {"name": "weather",
+                                                                                     "arguments": "{}"}}]}]},
+     "messages[1].tool_calls"),
+    ({"messages": [{"role": "user", "content": "Weather in Paris?", "name": "ann"}]}, "messages[0].name"),
+])
+def test_what_the_model_would_never_see_is_refused(acme: openai.OpenAI, options: dict, param: str) -> None:
+    """Tools, tool calls, structured output and message names would be hashed into the cache key but never
+    reach the model, so an answer would silently ignore them: refused, naming the field."""
+    request = {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Paris?"}], "max_tokens": 8,
+               **options}
+    with pytest.raises(openai.BadRequestError) as raised:
+        acme.chat.completions.create(**request)
+    assert raised.value.status_code == 400 and raised.value.param == param
+    assert f"{param}: not supported" in raised.value.message
 
 
 def test_embeddings(acme: openai.OpenAI) -> None:

@@ -1,5 +1,6 @@
-"""A scripted stand-in for CachedLLMService behind the APIs (unit tests only): it answers "echo: <input>",
-reports the cache layer it is told to, records what it was asked, and notes when a stream was closed."""
+"""A scripted stand-in for CachedLLMService behind the APIs (unit tests only): it validates requests as the
+service does (orchestrator.validation), answers "echo: <input>", reports the cache layer it is told to, records
+what it was asked, and notes when a stream was closed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from orchestrator.config import CacheSettings, ModelSettings
 from orchestrator.schemas import (
     CacheControls,
     CacheInfo,
@@ -17,6 +19,7 @@ from orchestrator.schemas import (
     StreamChunk,
     Usage,
 )
+from orchestrator.validation import validate_controls, validate_embedding_input, validate_request
 
 
 @dataclass
@@ -43,9 +46,14 @@ class FakeService:
     def usage(self, text: str) -> Usage:
         return Usage(prompt_tokens=7, completion_tokens=len(text.split()))
 
+    def accept(self, request: GenerationRequest, controls: CacheControls) -> None:
+        validate_request(request, ModelSettings())
+        validate_controls(controls, CacheSettings())
+        self.calls.append((request, controls))
+
     async def generate(self, request: GenerationRequest, controls: CacheControls = CacheControls()
                        ) -> GenerationResult:
-        self.calls.append((request, controls))
+        self.accept(request, controls)
         if self.error is not None:
             raise self.error
         text = self.answer(request)
@@ -54,7 +62,7 @@ class FakeService:
 
     async def stream(self, request: GenerationRequest, controls: CacheControls = CacheControls()
                      ) -> AsyncIterator[StreamChunk]:
-        self.calls.append((request, controls))
+        self.accept(request, controls)
         try:
             if self.error is not None:
                 raise self.error
@@ -76,6 +84,7 @@ class FakeService:
             self.stream_closed.set()
 
     async def embed(self, texts: list[str]) -> np.ndarray:
+        validate_embedding_input(texts)
         if self.error is not None:
             raise self.error
         vectors = np.zeros((len(texts), 384), dtype=np.float32)

@@ -113,7 +113,9 @@ async def test_a_stream_that_fails_midway_is_aborted_with_the_code(harness: Harn
 
 @pytest.mark.parametrize(("request_", "field"), [
     (pb.GenerateRequest(model=MODEL), "messages"),
-    (pb.GenerateRequest(model=MODEL, prompt="x", messages=[pb.ChatMessage(role="user", content="y")]), "messages"),
+    (pb.GenerateRequest(model=MODEL, prompt="x", messages=[pb.ChatMessage(role="user", content="y")]), "prompt"),
+    (pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content="y", name="ann")]),
+     "messages[0].name"),
     (pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="wizard", content="y")]), "messages[0].role"),
 ])
 async def test_bad_requests_name_the_field(harness: Harness, request_: pb.GenerateRequest, field: str) -> None:
@@ -143,7 +145,7 @@ async def test_embed(harness: Harness) -> None:
     response = await harness.stub.Embed(pb.EmbedRequest(texts=["ab", "abc"], model="embedding"), metadata=ACME)
     assert response.dimensions == 384 and response.model == "embedding"
     assert [e.values[len(t)] for e, t in zip(response.embeddings, ["ab", "abc"])] == [1.0, 1.0]
-    for request_, field in ((pb.EmbedRequest(texts=[]), "texts"), (pb.EmbedRequest(texts=["a"], model=MODEL), "model")):
+    for request_, field in ((pb.EmbedRequest(texts=[]), "input"), (pb.EmbedRequest(texts=["a"], model=MODEL), "model")):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await harness.stub.Embed(request_, metadata=ACME)
         assert raised.value.details().startswith(field)

@@ -147,7 +147,12 @@ async def test_cache_controls_from_header_and_body(header, body_cache, expected)
     ({**CHAT, "n": 2}, "n"),
     ({**CHAT, "presence_penalty": 0.5}, "presence_penalty"),
     ({**CHAT, "cache": {"no_cahce": True}}, "cache.no_cahce"),
-    ({**CHAT, "cache": {"ttl": -1}}, "cache.ttl"),
+    ({**CHAT, "cache": {"ttl": -1}}, "ttl"),
+    ({**CHAT, "temperature": "hot"}, "temperature"),
+    ({**CHAT, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({**CHAT, "response_format": {"type": "json_object"}}, "response_format"),
+    ({**CHAT, "messages": [{"role": "user", "content": "x", "name": "ann"}]}, "messages[0].name"),
     ({**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content"),
 ])
 async def test_bad_bodies_are_400_naming_the_field(body, param) -> None:
