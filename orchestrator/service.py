@@ -91,6 +91,7 @@ class CachedLLMService:
     async def create(cls, settings: Settings) -> CachedLLMService:
         """Connect Redis and Triton and build the layers (the semantic layer from its own module)."""
         from orchestrator.backends.embedder import TritonEmbedder
+        from orchestrator.backends.replicated_llm import llm_backend
         from orchestrator.cache.semantic import build_semantic_layer
 
         redis = connect(settings.redis)
@@ -98,7 +99,7 @@ class CachedLLMService:
                            settings.redis.retry_after_s)
         embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
                                   timeout_s=settings.triton.unary_timeout_s)
-        service = cls(settings, exact, TritonLLM(settings.triton, settings.model), embedder=embedder,
+        service = cls(settings, exact, llm_backend(settings.triton, settings.model), embedder=embedder,
                       semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
         await service.semantic.available()
         return service
