@@ -86,21 +86,14 @@ def _rpc(endpoint: str) -> Callable:
         @functools.wraps(method)
         async def handler(self: OrchestratorServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             observation = RequestObservation("grpc", endpoint)
-            status = "OK"
             try:
-                if isinstance(request, Undecodable):
-                    raise InvalidRequest("request", f"not a valid {request.message_type} message "
-                                                    f"({request.error})")
-                return await method(self, request, context, observation)
+                with observation.measured():
+                    if isinstance(request, Undecodable):
+                        raise InvalidRequest("request", f"not a valid {request.message_type} message "
+                                                        f"({request.error})")
+                    return await method(self, request, context, observation)
             except Exception as exc:
-                code, message = grpc_status(exc)
-                status = code.name
-                await context.abort(code, message)
-            except BaseException:
-                status = "CANCELLED"
-                raise
-            finally:
-                observation.finish(status)
+                await context.abort(*grpc_status(exc))
         return handler
 
     return decorate

@@ -99,15 +99,8 @@ def create_app(service: GenerationService, auth: Authenticator, models: ServedMo
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingBody, caller: Caller) -> dict:
         models.check_embedding_model(body.model)
-        observation = RequestObservation("http", "embeddings")
-        status = "200"
-        try:
+        with RequestObservation("http", "embeddings").measured():
             vectors = await service.embed(body.texts)
-        except BaseException as exc:
-            status = _status_label(exc)
-            raise
-        finally:
-            observation.finish(status)
         if body.dimensions is not None and body.dimensions != vectors.shape[1]:
             raise InvalidRequest("dimensions", f"{body.model} produces {vectors.shape[1]} dimensions only")
         tokens = embedding_token_count(body.texts)
@@ -138,20 +131,13 @@ async def _generate(service: GenerationService, body: GenerationBody, request: G
     controls = cache_controls(body.cache, cache_control, namespace)
     observation = RequestObservation("http", fmt.endpoint)
     if not body.stream:
-        try:
+        with observation.measured():
             result = await service.generate(request, controls)
-        except BaseException as exc:
-            observation.finish(_status_label(exc))
-            raise
-        observation.layer = result.cache.layer
-        observation.finish("200")
+            observation.layer = result.cache.layer
         return JSONResponse(fmt.complete(result), headers=_cache_headers(result.cache))
-    try:
+    with observation.measured(ends_request=False):  # the events below finish it
         first, chunks = await open_stream(service, request, controls)
-    except BaseException as exc:
-        observation.finish(_status_label(exc))
-        raise
-    observation.layer = first.cache.layer if first.cache else "none"
+        observation.layer = first.cache.layer if first.cache else "none"
     events = _server_sent_events(first, chunks, fmt, body.include_usage, observation)
     return CancellingStreamingResponse(events, media_type="text/event-stream",
                                        headers={**_cache_headers(first.cache), "cache-control": "no-cache"})
@@ -160,25 +146,19 @@ async def _generate(service: GenerationService, body: GenerationBody, request: G
 async def _server_sent_events(first: StreamChunk, chunks: AsyncIterator[StreamChunk], fmt: _ResponseFormat,
                               include_usage: bool, observation: RequestObservation) -> AsyncIterator[str]:
     """OpenAI's SSE framing; a failure after the stream started ends it with an `error` event (no [DONE])."""
-    status = "200"
     try:
-        for payload in fmt.stream_payloads(first, include_usage, first=True):
-            yield _event(payload)
-        observation.first_chunk()
-        async for chunk in chunks:
-            for payload in fmt.stream_payloads(chunk, include_usage):
+        with observation.measured():
+            for payload in fmt.stream_payloads(first, include_usage, first=True):
                 yield _event(payload)
-        yield "data: [DONE]\n\n"
+            observation.first_chunk()
+            async for chunk in chunks:
+                for payload in fmt.stream_payloads(chunk, include_usage):
+                    yield _event(payload)
+            yield "data: [DONE]\n\n"
     except Exception as exc:
-        code, body = http_status_and_body(exc)
-        status = str(code)
-        yield _event(body)
-    except BaseException:
-        status = "cancelled"
-        raise
+        yield _event(http_status_and_body(exc)[1])
     finally:
         await close_stream(chunks)
-        observation.finish(status)
 
 
 class CancellingStreamingResponse(StreamingResponse):
@@ -326,10 +306,6 @@ def _embedding_tokenizer():  # noqa: ANN202 - tokenizers.Tokenizer, imported laz
 def embedding_token_count(texts: list[str]) -> int:
     """Tokens the embedding model read (after its truncation), for the response's `usage`."""
     return sum(len(encoding.ids) for encoding in _embedding_tokenizer().encode_batch(texts))
-
-
-def _status_label(exc: BaseException) -> str:
-    return str(http_status_and_body(exc)[0]) if isinstance(exc, Exception) else "cancelled"
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """The exact layer: complete answers in Redis under the request's key, with per-tenant hit statistics.
 
 Layout (`{tenant}` is a Redis Cluster hash tag, so a tenant's entries and stats share a slot):
-  <prefix>:exact:{<tenant>}:<namespace>:<key>   hash  a=msgpack(answer) tok=tokens hits=n created=unix time
+  <prefix>:exact:{<tenant>}:<namespace>:<key>   hash  a=pack_answer(answer) tok=tokens hits=n created=unix time
   <prefix>:stats:{<tenant>}                      hash  exact_hits semantic_hits misses tokens_saved
 A hit is one EVALSHA round trip: read the answer, count the hit on the entry and in the tenant's stats.
 
@@ -19,24 +19,22 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from orchestrator import metrics
-from orchestrator.cache.types import CachedAnswer
+from orchestrator.cache.scan import glob_escape, scan_batches, unlink_matching
+from orchestrator.cache.types import CachedAnswer, pack_answer, unpack_answer
 from orchestrator.config import RedisSettings
 from orchestrator.errors import BackendUnavailable, InvalidRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ENTRY_FORMAT = 1
 KEY_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 STAT_FIELDS = ("exact_hits", "semantic_hits", "misses", "tokens_saved")
-SCAN_BATCH = 1000
 
 # KEYS[1] entry, KEYS[2] tenant stats. Returns the packed answer or nil.
 GET_SCRIPT = """
@@ -56,36 +54,9 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
                                    retry=Retry(NoBackoff(), 0), max_connections=settings.max_connections)
 
 
-def pack_answer(answer: CachedAnswer) -> bytes:
-    return msgpack.packb([ENTRY_FORMAT, answer.text, answer.model, answer.prompt_tokens, answer.completion_tokens,
-                          answer.finish_reason, answer.created_at, answer.key])
-
-
-def unpack_answer(data: bytes) -> CachedAnswer | None:
-    """None for an entry in another format or damaged (then deleted and treated as a miss)."""
-    try:
-        fields = msgpack.unpackb(data)
-    except (ValueError, msgpack.UnpackException):
-        return None
-    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ENTRY_FORMAT:
-        return None
-    _, text, model, prompt_tokens, completion_tokens, finish_reason, created_at, key = fields
-    if not (all(isinstance(v, str) for v in (text, model, finish_reason, key))
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt_tokens, completion_tokens))
-            and isinstance(created_at, (int, float))):
-        return None
-    return CachedAnswer(text=text, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        finish_reason=finish_reason, created_at=created_at, key=key)
-
-
 def tokens_saved(answer: CachedAnswer) -> int:
     """What a hit spares the engine: the prefill of the prompt and the decoding of the answer."""
     return answer.prompt_tokens + answer.completion_tokens
-
-
-def glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so a tenant or prefix is matched literally by SCAN MATCH."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class ExactCache:
@@ -214,24 +185,11 @@ class ExactCache:
         if key is not None and not KEY_PATTERN.match(key):
             raise InvalidRequest("key", "must be a cache key: 64 lowercase hex digits")
         pattern = self._entry_pattern(tenant, namespace, key)
-        return await self._hard("invalidate", lambda: self._unlink_matching(pattern))
-
-    async def _unlink_matching(self, pattern: str) -> int:
-        removed = 0
-        batch: list[bytes] = []
-        async for name in self.client.scan_iter(match=pattern, count=SCAN_BATCH):
-            batch.append(name)
-            if len(batch) >= SCAN_BATCH:
-                removed += await self.client.unlink(*batch)
-                batch.clear()
-        if batch:
-            removed += await self.client.unlink(*batch)
-        return removed
+        return await self._hard("invalidate", lambda: unlink_matching(self.client, pattern))
 
     async def count_entries(self, tenant: str | None = None) -> int:
         async def count() -> int:
-            return sum([1 async for _ in self.client.scan_iter(match=self._entry_pattern(tenant, None, None),
-                                                               count=SCAN_BATCH)])
+            return sum([len(keys) async for keys in scan_batches(self.client, self._entry_pattern(tenant, None, None))])
 
         return await self._hard("count", count)
 
@@ -241,8 +199,8 @@ class ExactCache:
             if tenant is not None:
                 names = [self.stats_key(tenant)]
             else:
-                names = [n async for n in self.client.scan_iter(match=f"{glob_escape(self.prefix)}:stats:*",
-                                                                count=SCAN_BATCH)]
+                names = [n async for keys in scan_batches(self.client, f"{glob_escape(self.prefix)}:stats:*")
+                         for n in keys]
             totals = dict.fromkeys(STAT_FIELDS, 0)
             for name in names:
                 values = await self.client.hmget(name, *STAT_FIELDS)

@@ -14,9 +14,7 @@ the reason for it, is orchestrator.config.SemanticSettings.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -27,9 +25,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
-from orchestrator.cache.exact import glob_escape
 from orchestrator.cache.guard import NearMissGuard
-from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget
+from orchestrator.cache.scan import glob_escape, unlink_matching
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget, pack_answer, unpack_answer
 from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, Candidate, FaissIndex, IndexedEntry,
     RediSearchIndex, VectorIndex,
@@ -66,26 +64,12 @@ class SemanticMatcher:
         return Decision(None, tuple(rejected))
 
 
-def answer_to_json(answer: CachedAnswer) -> str:
-    return json.dumps(dataclasses.asdict(answer), separators=(",", ":"), ensure_ascii=False)
-
-
-def answer_from_json(text: str) -> CachedAnswer | None:
-    """None for a damaged or foreign entry (then treated as a miss)."""
-    try:
-        answer = CachedAnswer(**json.loads(text))
-    except (ValueError, TypeError):
-        return None
-    typed = all(isinstance(getattr(answer, name), str) for name in ("text", "model", "finish_reason", "key")) \
-        and all(type(getattr(answer, name)) is int for name in ("prompt_tokens", "completion_tokens"))
-    return answer if typed else None
-
-
 class SemanticCache:
     """Implements orchestrator.cache.types.SemanticLayer over Redis hashes and a VectorIndex.
 
     Key layout: `<prefix>:sem:{<tenant>}:<sha256(scope digest, query)>` (a hash: tenant, scope, query,
-    answer JSON, float32 vector, expires_at); the same question stored twice in a scope overwrites itself.
+    packed answer (orchestrator.cache.types.pack_answer, as the exact layer stores it), float32 vector,
+    expires_at); the same question stored twice in a scope overwrites itself.
     The Redis client must return bytes (decode_responses=False): vectors are binary.
 
     A lookup in a scope with no entries embeds nothing (on a miss the embedding competes with the engine's
@@ -128,16 +112,15 @@ class SemanticCache:
             chosen = decision.chosen
             if chosen is None:
                 return None
-            answer_json = chosen.answer_json
-            if answer_json is None:  # faiss keeps vectors only; the answer is in Redis
-                stored = await self.redis.hget(chosen.key, F_ANSWER)
-                answer_json = stored.decode() if isinstance(stored, bytes) else stored
-            answer = answer_from_json(answer_json) if answer_json else None
+            packed = chosen.answer
+            if packed is None:  # faiss keeps vectors only; the answer is in Redis
+                packed = await self.redis.hget(chosen.key, F_ANSWER)
+            answer = unpack_answer(packed)
             if answer is not None:
                 reasons = tuple(r for _, rs in decision.rejected for r in rs)
                 return SemanticHit(answer, chosen.similarity, chosen.query, reasons)
             # gone from Redis (expired, invalidated by another replica) or damaged: forget it, try the rest
-            if answer_json:
+            if packed:
                 await self.redis.delete(chosen.key)  # damaged: never served, and not looked at again
             await self.index.remove([chosen.key])
             candidates = [c for c in candidates if c.key != chosen.key]
@@ -150,32 +133,20 @@ class SemanticCache:
         expires_at = self.clock() + ttl_s
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={F_TENANT: scope.tenant, F_SCOPE: scope.digest, F_QUERY: target.query,
-                                    F_ANSWER: answer_to_json(answer), F_VECTOR: vector.tobytes(),
+                                    F_ANSWER: pack_answer(answer), F_VECTOR: vector.tobytes(),
                                     F_EXPIRES: repr(expires_at)})
             pipe.expire(key, ttl_s)
             await pipe.execute()
         await self.index.add(IndexedEntry(key, scope.tenant, scope.digest, target.query, vector, expires_at))
 
     async def invalidate_tenant(self, tenant: str) -> int:
-        removed = await self._delete_matching(f"{glob_escape(self.key_prefix)}{{{glob_escape(tenant)}}}:*")
+        removed = await unlink_matching(self.redis, f"{glob_escape(self.key_prefix)}{{{glob_escape(tenant)}}}:*")
         await self.index.remove_tenant(tenant)
         return removed
 
     async def invalidate_all(self) -> int:
-        removed = await self._delete_matching(f"{glob_escape(self.key_prefix)}*")
+        removed = await unlink_matching(self.redis, f"{glob_escape(self.key_prefix)}*")
         await self.index.clear()
-        return removed
-
-    async def _delete_matching(self, pattern: str, batch: int = 1000) -> int:
-        removed = 0
-        keys: list = []
-        async for key in self.redis.scan_iter(match=pattern, count=batch):
-            keys.append(key)
-            if len(keys) >= batch:
-                removed += await self.redis.unlink(*keys)
-                keys = []
-        if keys:
-            removed += await self.redis.unlink(*keys)
         return removed
 
 

@@ -1,13 +1,17 @@
-"""What the cache layers store and return, shared by the exact layer, the semantic layer and the service."""
+"""What the cache layers store and return, shared by the exact layer, the semantic layer and the service, and
+the one stored form of an answer (both layers write it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import msgpack
 import numpy as np
 
 Layer = Literal["exact", "semantic", "miss"]
+#: Version of the stored form: an entry of another version reads as damaged (a miss, then deleted).
+ANSWER_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,29 @@ class CachedAnswer:
     finish_reason: str
     created_at: float
     key: str  # the exact-layer key of the request that produced it
+
+
+def pack_answer(answer: CachedAnswer) -> bytes:
+    """The stored form: a msgpack array led by ANSWER_FORMAT."""
+    return msgpack.packb([ANSWER_FORMAT, answer.text, answer.model, answer.prompt_tokens, answer.completion_tokens,
+                          answer.finish_reason, answer.created_at, answer.key])
+
+
+def unpack_answer(data: bytes | None) -> CachedAnswer | None:
+    """None for nothing, an entry in another format, or a damaged one."""
+    try:
+        fields = msgpack.unpackb(data) if data else None
+    except (ValueError, msgpack.UnpackException):
+        return None
+    if not isinstance(fields, list) or len(fields) != 8 or fields[0] != ANSWER_FORMAT:
+        return None
+    _, text, model, prompt_tokens, completion_tokens, finish_reason, created_at, key = fields
+    if not (all(isinstance(v, str) for v in (text, model, finish_reason, key))
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (prompt_tokens, completion_tokens))
+            and isinstance(created_at, (int, float))):
+        return None
+    return CachedAnswer(text=text, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        finish_reason=finish_reason, created_at=created_at, key=key)
 
 
 @dataclass(frozen=True)

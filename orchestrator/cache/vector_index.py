@@ -25,7 +25,7 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from orchestrator.cache.exact import glob_escape
+from orchestrator.cache.scan import glob_escape, scan_batches
 from orchestrator.config import HnswSettings
 
 # faiss would otherwise start one OpenMP thread per core for every search; a lookup is tiny.
@@ -37,12 +37,13 @@ F_TENANT, F_SCOPE, F_QUERY, F_ANSWER, F_VECTOR, F_EXPIRES = "tenant", "scope", "
 
 @dataclass(frozen=True)
 class Candidate:
-    """A stored question near the query: its Redis key, similarity, text and (if the index has it) answer."""
+    """A stored question near the query: its Redis key, similarity, text and (if the index has it) packed
+    answer (orchestrator.cache.types.pack_answer)."""
 
     key: str
     similarity: float
     query: str
-    answer_json: str | None = None
+    answer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class RediSearchIndex:
         reply = await self._search(query, "PARAMS", "2", "vec", np.asarray(vector, dtype=np.float32).tobytes(),
                                    "SORTBY", "distance", "RETURN", "3", F_QUERY, F_ANSWER, "distance",
                                    "LIMIT", "0", str(k))
-        return [Candidate(key, 1.0 - float(fields["distance"]), fields.get(F_QUERY, ""), fields.get(F_ANSWER))
-                for key, fields in _search_rows(reply)]
+        return [Candidate(_text(key), 1.0 - float(_text(fields["distance"])), _text(fields.get(F_QUERY)),
+                          fields.get(F_ANSWER)) for key, fields in _search_rows(reply)]
 
     async def has_scope(self, tenant: str, scope: str) -> bool:
         """One FT.SEARCH for the count only (LIMIT 0 0): a fraction of a millisecond, no vectors compared."""
@@ -167,20 +168,15 @@ def _search_total(reply: object) -> int:
     return int(list(reply)[0])  # type: ignore[call-overload]
 
 
-def _search_rows(reply: object) -> list[tuple[str, dict[str, str]]]:
-    """FT.SEARCH rows as (key, fields) for both protocols: RESP3 returns a map, RESP2 a flat array."""
-    rows = []
+def _search_rows(reply: object) -> list[tuple[object, dict[str, object]]]:
+    """FT.SEARCH rows as (key, fields by name) for both protocols (RESP3 returns a map, RESP2 a flat array);
+    values as Redis sent them (bytes: an answer is binary)."""
     if isinstance(reply, dict):
-        results = reply.get("results", reply.get(b"results", []))
-        for row in results:
-            key = _text(row.get("id", row.get(b"id")))
-            attrs = row.get("extra_attributes", row.get(b"extra_attributes", {}))
-            rows.append((key, {_text(k): _text(v) for k, v in attrs.items()}))
-        return rows
+        return [(row.get("id", row.get(b"id")),
+                 {_text(k): v for k, v in row.get("extra_attributes", row.get(b"extra_attributes", {})).items()})
+                for row in reply.get("results", reply.get(b"results", []))]
     items = list(reply)[1:]  # type: ignore[call-overload]
-    for key, flat in zip(items[::2], items[1::2]):
-        rows.append((_text(key), {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2])}))
-    return rows
+    return [(key, {_text(k): v for k, v in zip(flat[::2], flat[1::2])}) for key, flat in zip(items[::2], items[1::2])]
 
 
 @dataclass
@@ -325,16 +321,8 @@ class FaissIndex:
         """Replace the contents with every live entry hash under `prefix` in Redis; returns the count."""
         await self.clear()
         now = self.clock()
-        loaded = 0
-        pending: list[IndexedEntry] = []
-        async for key in redis.scan_iter(match=f"{glob_escape(prefix)}*", count=batch):
-            pending.append(key)  # type: ignore[arg-type]
-            if len(pending) >= batch:
-                loaded += await self._load(redis, pending, now)  # type: ignore[arg-type]
-                pending = []
-        if pending:
-            loaded += await self._load(redis, pending, now)  # type: ignore[arg-type]
-        return loaded
+        return sum([await self._load(redis, keys, now)
+                    async for keys in scan_batches(redis, f"{glob_escape(prefix)}*", batch)])
 
     async def _load(self, redis: Redis, keys: list[bytes | str], now: float) -> int:
         async with redis.pipeline(transaction=False) as pipe:

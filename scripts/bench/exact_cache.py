@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 import hiredis
 import redis
 
-from orchestrator.cache.exact import ExactCache, connect, pack_answer
+from orchestrator.cache.exact import ExactCache, connect
 from orchestrator.cache.keys import request_key
-from orchestrator.cache.types import CachedAnswer
+from orchestrator.cache.types import CachedAnswer, pack_answer
 from orchestrator.config import CacheSettings, ModelSettings, RedisSettings, SemanticSettings, Settings
 from orchestrator.schemas import ChatMessage, GenerationRequest, SamplingParams
 from orchestrator.service import CachedLLMService

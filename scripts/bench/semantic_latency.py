@@ -25,8 +25,8 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from orchestrator.backends.embedder import EMBEDDING_DIM
-from orchestrator.cache.semantic import SemanticCache, SemanticMatcher, answer_to_json
-from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget
+from orchestrator.cache.semantic import SemanticCache, SemanticMatcher
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget, pack_answer
 from orchestrator.cache.vector_index import (
     F_ANSWER, F_EXPIRES, F_QUERY, F_SCOPE, F_TENANT, F_VECTOR, FaissIndex, RediSearchIndex,
 )
@@ -62,7 +62,7 @@ async def load(redis: aioredis.Redis, cache: SemanticCache, texts: list[str], ve
                 key = cache.entry_key(SCOPE, query)
                 answer = CachedAnswer(f"answer {i}", "m", 10, 20, "stop", now, "k" * 64)
                 pipe.hset(key, mapping={F_TENANT: SCOPE.tenant, F_SCOPE: SCOPE.digest, F_QUERY: query,
-                                        F_ANSWER: answer_to_json(answer), F_VECTOR: vectors[i].tobytes(),
+                                        F_ANSWER: pack_answer(answer), F_VECTOR: vectors[i].tobytes(),
                                         F_EXPIRES: repr(now + TTL_S)})
                 pipe.expire(key, TTL_S)
             await pipe.execute()

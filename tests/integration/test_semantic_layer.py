@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from orchestrator.backends.embedder import InProcessEmbedder
 from orchestrator.cache.semantic import SemanticCache, SemanticMatcher, build_index
-from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget
+from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget, unpack_answer
 from orchestrator.cache.vector_index import FaissIndex, RediSearchIndex
 from orchestrator.config import SemanticSettings
 
@@ -77,6 +77,7 @@ async def test_entries_expire_from_store_and_index(client, embedder, backend, pr
     await cache.store(SemanticTarget(scope, "Why is the sky blue?"), answer("Rayleigh scattering."), ttl_s=1)
     key = cache.entry_key(scope, "Why is the sky blue?")
     assert 0 < await client.ttl(key) <= 1
+    assert unpack_answer(await client.hget(key, "answer")).text == "Rayleigh scattering."  # the one stored form
     assert await cache.lookup(SemanticTarget(scope, "What makes the sky look blue?")) is not None
     await asyncio.sleep(1.6)
     assert await client.exists(key) == 0

@@ -8,8 +8,8 @@ import msgpack
 import pytest
 
 from orchestrator import metrics
-from orchestrator.cache.exact import ExactCache, connect, pack_answer, unpack_answer
-from orchestrator.cache.types import CachedAnswer
+from orchestrator.cache.exact import ExactCache, connect
+from orchestrator.cache.types import CachedAnswer, pack_answer, unpack_answer
 from orchestrator.config import RedisSettings
 from orchestrator.errors import BackendUnavailable, InvalidRequest
 from stack.ports import free_port
