@@ -6,25 +6,17 @@ Ids are identical to llama.cpp's tokenizer for the same text (tests/unit/test_to
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from stack import llm_assets, paths
-
-
-def resolve_dir(configured: str) -> Path:
-    """A model's `tokenizer_dir` parameter: absolute, relative to the project root, or empty for the default."""
-    if not configured:
-        return llm_assets.tokenizer_dir()
-    path = Path(configured)
-    return path if path.is_absolute() else paths.PROJECT_ROOT / path
+from model_assets import llm
 
 
 @lru_cache(maxsize=4)
 def load(directory: str = "") -> Tokenizer:
-    return Tokenizer.from_file(str(resolve_dir(directory) / "tokenizer.json"))
+    """The tokenizer of a model's `tokenizer_dir` parameter (model_assets.llm.tokenizer_dir)."""
+    return Tokenizer.from_file(str(llm.tokenizer_dir(directory) / "tokenizer.json"))
 
 
 def encode(tokenizer: Tokenizer, text: str) -> list[int]:

@@ -147,7 +147,7 @@ class ModelSettings(BaseModel):
 
     #: The name clients use in `model`; requests for other names are rejected.
     name: str = "SmolLM2-135M-Instruct"
-    #: The served model's tokenizer folder (its chat template as transformers finds it: cpu_engine.chat); None:
+    #: The served model's tokenizer folder (its chat template as transformers finds it: model_assets.chat); None:
     #: the CPU profile's exported SmolLM2 files.
     tokenizer_dir: Path | None = None
     #: Token ids that end (and pad) a sequence, sent as the ensemble's `end_id`/`pad_id`. None (the default):

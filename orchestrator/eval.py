@@ -26,7 +26,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from orchestrator.backends.embedder import EMBEDDING_DIM, OnnxMiniLM
+from model_assets.minilm import EMBEDDING_DIM, OnnxMiniLM
 from orchestrator.cache.guard import CHECKS, NearMissGuard
 from orchestrator.cache.semantic import SemanticMatcher
 from orchestrator.cache.vector_index import Candidate, FaissIndex, IndexedEntry

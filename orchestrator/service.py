@@ -62,7 +62,7 @@ class Embedder(Protocol):
 
 
 def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest], str]:
-    from cpu_engine.chat import format_chat
+    from model_assets.chat import format_chat
 
     def render(request: GenerationRequest) -> str:
         return format_chat([{"role": m.role, "content": m.content} for m in request.messages],

@@ -19,8 +19,8 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.api.process import OrchestratorProcess
 from stack.demo import STEPS, Step
+from stack.orchestrator_process import OrchestratorProcess
 from stack.valkey import ValkeyServer
 
 

@@ -20,8 +20,8 @@ import tritonclient.http as httpclient
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.api.process import OrchestratorProcess
 from stack import paths
+from stack.orchestrator_process import OrchestratorProcess
 from stack.render import render
 from stack.triton import TritonServer
 from stack.triton_stats import model_stats

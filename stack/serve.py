@@ -222,7 +222,7 @@ def start_triton(stack: contextlib.ExitStack, options: ServeOptions):
 
 
 def start_orchestrator(stack: contextlib.ExitStack, options: ServeOptions, triton_url: str, redis_url: str):
-    from orchestrator.api.process import OrchestratorProcess
+    from stack.orchestrator_process import OrchestratorProcess
 
     server = OrchestratorProcess(triton_url, redis_url, http_port=options.http_port, grpc_port=options.grpc_port,
                                  host=options.host, log_path=fresh_log(options.log_dir, "orchestrator"))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.client import Generation, config_override, generate, id_inputs, model_config
+from model_assets.chat import format_chat
 
 
 def prompt_ids(question: str) -> list[int]:

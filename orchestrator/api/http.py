@@ -293,14 +293,10 @@ def _encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | st
 
 
 @cache
-def _embedding_tokenizer():  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily
-    from tokenizers import Tokenizer
+def _embedding_tokenizer():  # noqa: ANN202 - tokenizers.Tokenizer, imported lazily (onnxruntime comes with it)
+    from model_assets.minilm import load_tokenizer
 
-    from orchestrator.backends.embedder import MAX_SEQ_LENGTH, tokenizer_path
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path()))
-    tokenizer.enable_truncation(MAX_SEQ_LENGTH)
-    return tokenizer
+    return load_tokenizer()
 
 
 def embedding_token_count(texts: list[str]) -> int:

@@ -24,7 +24,8 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from orchestrator.backends.embedder import EMBEDDING_DIM, Embedder
+from model_assets.minilm import EMBEDDING_DIM
+from orchestrator.backends.embedder import Embedder
 from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.scan import glob_escape, unlink_matching
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget, pack_answer, unpack_answer

@@ -38,13 +38,13 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import aio as tritonclient
 
-from cpu_engine.chat import format_chat
-from orchestrator.api.process import OrchestratorProcess
+from model_assets.chat import format_chat
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.backends.triton_llm import ensemble_inputs
 from orchestrator.config import ModelSettings, TritonSettings
 from orchestrator.schemas import SamplingParams
+from stack.orchestrator_process import OrchestratorProcess
 
 MODEL = ModelSettings().name
 HIT_QUESTION = "What is the capital of France?"

@@ -26,8 +26,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.client import generate, id_inputs
+from model_assets.chat import format_chat
 from llm_bench import MACHINE, percentile_ms, render_llm_repository
 from stack.triton import TritonServer
 

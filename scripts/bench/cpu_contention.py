@@ -37,12 +37,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cpu_engine import tokenizer  # noqa: E402
-from cpu_engine.chat import format_chat  # noqa: E402
 from cpu_engine.config import EngineConfig  # noqa: E402
 from cpu_engine.engine import LlamaEngine  # noqa: E402
 from cpu_engine.requests import GenerationRequest  # noqa: E402
-from orchestrator.api.process import OrchestratorProcess  # noqa: E402
-from stack import llm_assets  # noqa: E402
+from model_assets import llm  # noqa: E402
+from model_assets.chat import format_chat  # noqa: E402
+from stack.orchestrator_process import OrchestratorProcess  # noqa: E402
 from stack.render import render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402
@@ -114,7 +114,7 @@ def engine_config(threads: int, batch_threads: int, poll: int) -> EngineConfig:
             "cpu_threads": {"string_value": str(threads)}, "cpu_threads_batch": {"string_value": str(batch_threads)},
             "cpu_poll": {"string_value": str(poll)}, "enable_kv_cache_reuse": {"string_value": "false"},
             "max_tokens_in_paged_kv_cache": {"string_value": str(STREAMS * 1024)}}},
-        default_model_path=str(llm_assets.gguf_path()))
+        default_model_path=str(llm.gguf_path()))
 
 
 def measure_engine(variants: list[tuple[int, int, int]], rounds: int, max_tokens: int) -> dict:

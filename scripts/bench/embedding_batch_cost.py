@@ -16,7 +16,7 @@ import statistics
 import time
 
 from clients.workload import GeneratedWorkload
-from orchestrator.backends.embedder import OnnxMiniLM
+from model_assets.minilm import OnnxMiniLM
 
 
 def main() -> None:

@@ -24,13 +24,13 @@ from tritonclient.grpc import model_config_pb2
 
 from cpu_engine import tokenizer
 from cpu_engine.admission import InflightAdmission
-from cpu_engine.chat import format_chat
 from cpu_engine.client import generate, id_inputs
 from cpu_engine.config import EngineConfig
 from cpu_engine.engine import LlamaEngine
 from cpu_engine.requests import GenerationRequest, Sampling
+from model_assets.chat import format_chat
 from llm_bench import MACHINE, median_ms, render_llm_repository
-from stack import llm_assets
+from model_assets import llm
 
 
 def prompts(count: int) -> list[list[int]]:
@@ -96,7 +96,7 @@ def main() -> None:
         parsed = text_format.Parse((repository / "tensorrt_llm" / "config.pbtxt").read_text(),
                                    model_config_pb2.ModelConfig())
         config = EngineConfig.from_model_config(json_format.MessageToDict(parsed, preserving_proto_field_name=True),
-                                                default_model_path=str(llm_assets.gguf_path()))
+                                                default_model_path=str(llm.gguf_path()))
     vocabulary = tokenizer.load()
     engine = LlamaEngine(config, lambda text: tokenizer.encode(vocabulary, text))
     try:

@@ -19,8 +19,8 @@ from pathlib import Path
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.client import config_override, generate, text_inputs
+from model_assets.chat import format_chat
 from llm_bench import MACHINE, median_ms, render_llm_repository
 from stack.triton import TritonServer
 

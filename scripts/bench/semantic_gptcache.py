@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.backends.embedder import EMBEDDING_DIM
+from model_assets.minilm import EMBEDDING_DIM
 from orchestrator.cache.semantic import SemanticMatcher
 from orchestrator.cache.vector_index import FaissIndex, IndexedEntry
 from orchestrator.config import GuardSettings, SemanticSettings

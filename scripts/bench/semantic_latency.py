@@ -24,7 +24,7 @@ import time
 import numpy as np
 import redis.asyncio as aioredis
 
-from orchestrator.backends.embedder import EMBEDDING_DIM
+from model_assets.minilm import EMBEDDING_DIM
 from orchestrator.cache.semantic import SemanticCache, SemanticMatcher
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticTarget, pack_answer
 from orchestrator.cache.vector_index import (

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from clients.load import Plan, run_load  # noqa: E402
 from clients.targets import OrchestratorHttpTarget  # noqa: E402
 from clients.workload import workload  # noqa: E402
-from orchestrator.api.process import OrchestratorProcess  # noqa: E402
 from orchestrator.config import ModelSettings  # noqa: E402
+from stack.orchestrator_process import OrchestratorProcess  # noqa: E402
 from stack.render import render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402

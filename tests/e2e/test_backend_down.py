@@ -11,10 +11,10 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from orchestrator.config import ModelSettings
+from stack.orchestrator_process import OrchestratorProcess
 from stack.ports import free_port
 from stack.valkey import ValkeyServer
 

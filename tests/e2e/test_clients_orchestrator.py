@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clients.cli import app
-from orchestrator.api.process import OrchestratorProcess
+from stack.orchestrator_process import OrchestratorProcess
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

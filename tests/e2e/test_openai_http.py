@@ -8,8 +8,8 @@ import numpy as np
 import openai
 import pytest
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.config import ModelSettings
+from stack.orchestrator_process import OrchestratorProcess
 
 pytestmark = pytest.mark.integration
 MODEL = ModelSettings().name

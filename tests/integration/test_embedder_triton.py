@@ -5,7 +5,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from orchestrator.backends.embedder import EMBEDDING_DIM, OnnxMiniLM, TritonEmbedder
+from model_assets.minilm import EMBEDDING_DIM, OnnxMiniLM
+from orchestrator.backends.embedder import TritonEmbedder
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.backends.embedder import EMBEDDING_DIM, OnnxMiniLM
+from model_assets.minilm import EMBEDDING_DIM, OnnxMiniLM
 from stack.triton import TritonServer
 from stack.triton_stats import model_stats
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from orchestrator.api.process import OrchestratorProcess
-from stack import llm_assets
+from model_assets import llm
+from stack.orchestrator_process import OrchestratorProcess
 from stack.render import render
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
@@ -34,7 +34,7 @@ MODEL_NAME = "Qwen2.5-0.5B-Instruct"
 def hf_tokenizer_folder(target: Path) -> Path:
     """SmolLM2's tokenizer in a checkpoint's layout: tokenizer.json + tokenizer_config.json carrying the chat
     template (as Qwen2.5-Instruct, Llama 3 and most instruct checkpoints ship it)."""
-    source = llm_assets.tokenizer_dir()
+    source = llm.tokenizer_dir()
     target.mkdir(parents=True)
     shutil.copy(source / "tokenizer.json", target / "tokenizer.json")
     config = {"chat_template": (source / "chat_template.jinja").read_text(), "eos_token": "<|im_end|>",
@@ -50,7 +50,7 @@ def swap_for_cpu(repository: Path, tokenizer: Path) -> None:
         config_path.write_text(text)
     engine_config = repository / "tensorrt_llm" / "config.pbtxt"
     text = engine_config.read_text().replace('backend: "tensorrtllm"', 'backend: "python"')
-    text = re.sub(r'(key: "gpt_model_path"\s*value: \{ string_value: )"[^"]*"', rf'\1"{llm_assets.gguf_path()}"',
+    text = re.sub(r'(key: "gpt_model_path"\s*value: \{ string_value: )"[^"]*"', rf'\1"{llm.gguf_path()}"',
                   text)
     text += f'\nparameters: {{ key: "max_tokens_in_paged_kv_cache" value: {{ string_value: "{KV_TOKENS}" }} }}\n'
     engine_config.write_text(text)

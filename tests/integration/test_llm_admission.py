@@ -12,8 +12,8 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.client import config_override, generate, id_inputs
+from model_assets.chat import format_chat
 from stack.triton import TritonServer
 from tests.engine_queue import full_queue, prompt_ids, request
 

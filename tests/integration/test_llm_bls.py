@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
-from cpu_engine.chat import format_chat
 from cpu_engine.client import generate, text_inputs
+from model_assets.chat import format_chat
 from stack.triton import TritonServer
 from tests.integration.test_llm_ensemble import LONG_STORY, assert_cancel_frees_the_engine
 

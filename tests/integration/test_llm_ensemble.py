@@ -11,8 +11,8 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.client import generate, id_inputs, text_inputs
+from model_assets.chat import format_chat
 from stack.triton import TritonServer
 
 QUESTION = format_chat([{"role": "user", "content": "What is the capital of France?"}])

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from cpu_engine.chat import format_chat
+from model_assets.chat import format_chat
 from orchestrator import metrics
 from orchestrator.backends.triton_llm import TritonLLM
 from orchestrator.config import ModelSettings, TritonSettings

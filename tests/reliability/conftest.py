@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.config import ModelSettings
+from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
 

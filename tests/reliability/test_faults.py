@@ -25,9 +25,9 @@ import redis as redis_client
 from clients.load import Plan, run_load
 from clients.targets import OrchestratorHttpTarget
 from clients.workload import workload
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
 from tests.reliability.conftest import ACME_KEY, MODEL, auth, chat, orchestrator_env

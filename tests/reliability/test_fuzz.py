@@ -18,9 +18,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
 from tests.reliability.conftest import ADMIN_KEY, FULL, MODEL, orchestrator_env

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from tests.engine_queue import full_queue
 from tests.reliability.conftest import ACME_KEY, MODEL, auth, chat

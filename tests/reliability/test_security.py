@@ -15,9 +15,9 @@ import msgpack
 import pytest
 import redis as redis_client
 
-from orchestrator.api.process import OrchestratorProcess
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
 from tests.reliability.conftest import ACME_KEY, ADMIN_KEY, BETA_KEY, KEYS, LIMITED_KEY, auth, chat

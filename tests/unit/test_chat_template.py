@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpu_engine.chat import template_source
+from model_assets.chat import template_source
 
 
 def folder(tmp_path: Path, **files: object) -> Path:

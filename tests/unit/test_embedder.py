@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.backends.embedder import EMBEDDING_DIM, OnnxMiniLM
+from model_assets.minilm import EMBEDDING_DIM, OnnxMiniLM
 
 SENTENCES = [
     "What is the capital of France?",

@@ -9,10 +9,10 @@ import socket
 import pytest
 
 from cpu_engine import tokenizer
-from cpu_engine.chat import format_chat
 from cpu_engine.config import EngineConfig
 from cpu_engine.engine import LlamaEngine
-from stack import llm_assets
+from model_assets import llm
+from model_assets.chat import format_chat
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -37,7 +37,7 @@ def engine():
     config = EngineConfig.from_model_config(
         {"max_batch_size": 1, "parameters": {"max_tokens_in_paged_kv_cache": {"string_value": "1024"},
                                              "cpu_threads": {"string_value": "1"}}},
-        default_model_path=str(llm_assets.gguf_path()))
+        default_model_path=str(llm.gguf_path()))
     vocabulary = tokenizer.load()
     engine = LlamaEngine(config, lambda text: tokenizer.encode(vocabulary, text))
     yield engine

@@ -3,7 +3,7 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from orchestrator.backends.embedder import OnnxMiniLM
+from model_assets.minilm import OnnxMiniLM
 
 
 class TritonPythonModel:

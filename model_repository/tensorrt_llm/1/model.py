@@ -29,7 +29,7 @@ from cpu_engine.config import EngineConfig
 from cpu_engine.engine import GenerationOutcome, LlamaEngine, PromptTooLong
 from cpu_engine.kv_blocks import RequestBlocks
 from cpu_engine.requests import GenerationRequest, InvalidRequest
-from stack import llm_assets
+from model_assets import llm
 
 #: Request flags that decide which outputs the backend writes (upstream_contract.toml [outputs]).
 FLAGS = ("return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens")
@@ -76,7 +76,7 @@ class TritonPythonModel:
             raise RuntimeError(missing[0])
         self.model_name = args["model_name"]
         self.declared_outputs = {output["name"] for output in model_config.get("output", [])}
-        self.config = EngineConfig.from_model_config(model_config, default_model_path=str(llm_assets.gguf_path()))
+        self.config = EngineConfig.from_model_config(model_config, default_model_path=str(llm.gguf_path()))
         vocabulary = tokenizer.load(self.config.tokenizer_dir)
         self.engine = LlamaEngine(self.config, lambda text: tokenizer.encode(vocabulary, text))
         if self.config.inflight:

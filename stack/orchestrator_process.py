@@ -1,6 +1,6 @@
 """`python -m orchestrator serve` as a child process on chosen (or free) ports, loopback by default: what the
 e2e tests, the benchmarks, the demo and `make serve` start, so clients and server do not share one Python
-interpreter."""
+interpreter. Part of the local runtime (it runs the orchestrator, which knows nothing of it)."""
 
 from __future__ import annotations
 
