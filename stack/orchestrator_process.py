@@ -13,11 +13,11 @@ from pathlib import Path
 
 from stack import paths
 from stack.ports import free_port
-from stack.process import ManagedProcess
+from stack.process import ManagedProcess, ManagedServer
 
 
 @dataclass
-class OrchestratorProcess:
+class OrchestratorProcess(ManagedServer):
     """Use as a context manager; `env` adds ORCH_* settings (keys, key prefix, thresholds, ...)."""
 
     triton_url: str
@@ -51,36 +51,9 @@ class OrchestratorProcess:
     def grpc_target(self) -> str:
         return f"{self.connect_host}:{self.grpc_port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.http_url}{self.wait_for}", timeout=1) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
-
-    def start(self, timeout_s: float = 60.0) -> OrchestratorProcess:
-        self._process.start(self.ready, timeout_s)
-        return self
-
-    def stop(self) -> None:
-        self._process.stop()
-
-    def running(self) -> bool:
-        return self._process.running()
-
-    @property
-    def log_path_used(self) -> Path:
-        return self._process.log_path
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> OrchestratorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

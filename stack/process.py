@@ -1,4 +1,5 @@
-"""A child server process with a log file, a readiness probe and a clean stop (SIGTERM, then SIGKILL)."""
+"""A child server process with a log file, a readiness probe and a clean stop (SIGTERM, then SIGKILL), and the
+server objects built on one (Valkey, Triton, the orchestrator)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar, Self
 
 
 class ServerStartError(RuntimeError):
@@ -65,3 +67,41 @@ class ManagedProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ManagedServer:
+    """A server run as the ManagedProcess in `_process`: `start()` returns once `ready()` says so (within
+    `start_timeout_s` unless told otherwise), `stop()` ends its whole session; a context manager."""
+
+    start_timeout_s: ClassVar[float] = 60.0
+    _process: ManagedProcess
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float | None = None) -> Self:
+        self._process.start(self.ready, self.start_timeout_s if timeout_s is None else timeout_s)
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def running(self) -> bool:
+        return self._process.running()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def log_path_used(self) -> Path:
+        return self._process.log_path
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._process.log_tail(lines)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

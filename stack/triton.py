@@ -7,10 +7,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from stack import install, paths
 from stack.ports import free_port
-from stack.process import ManagedProcess
+from stack.process import ManagedProcess, ManagedServer
 
 
 def triton_env() -> dict[str, str]:
@@ -25,8 +26,10 @@ def triton_env() -> dict[str, str]:
 
 
 @dataclass
-class TritonServer:
+class TritonServer(ManagedServer):
     """A local Triton server; use as a context manager or call start()/stop()."""
+
+    start_timeout_s: ClassVar[float] = 120.0
 
     repository: Path
     http_port: int = field(default_factory=free_port)
@@ -72,10 +75,6 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    @property
-    def log_path_used(self) -> Path:
-        return self._process.log_path
-
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=1) as response:
@@ -83,23 +82,7 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def start(self, timeout_s: float = 120.0) -> TritonServer:
+    def start(self, timeout_s: float | None = None) -> TritonServer:
         if not paths.TRITON_BIN.exists():
             raise FileNotFoundError(f"{paths.TRITON_BIN} missing; run `make setup`")
-        self._process.start(self.ready, timeout_s)
-        return self
-
-    def stop(self) -> None:
-        self._process.stop()
-
-    def running(self) -> bool:
-        return self._process.running()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start(timeout_s)

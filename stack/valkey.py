@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from stack import paths
 from stack.ports import free_port
-from stack.process import ManagedProcess
+from stack.process import ManagedProcess, ManagedServer
 
 
 def redisearch_module() -> Path:
@@ -22,9 +23,11 @@ def valkey_binary() -> Path:
 
 
 @dataclass
-class ValkeyServer:
+class ValkeyServer(ManagedServer):
     """Valkey with vector search, bound to loopback: throwaway by default; with `data_dir`, persistent (an
     append-only file there, fsynced every second and on shutdown, replayed at the next start)."""
+
+    start_timeout_s: ClassVar[float] = 15.0
 
     port: int = field(default_factory=free_port)
     maxmemory: str = "0"
@@ -61,26 +64,3 @@ class ValkeyServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def start(self, timeout_s: float = 15.0) -> ValkeyServer:
-        self._process.start(self.ready, timeout_s)
-        return self
-
-    def stop(self) -> None:
-        self._process.stop()
-
-    def running(self) -> bool:
-        return self._process.running()
-
-    @property
-    def log_path_used(self) -> Path:
-        return self._process.log_path
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
-
-    def __enter__(self) -> ValkeyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
