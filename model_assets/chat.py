@@ -1,4 +1,5 @@
-"""Chat messages → the prompt text the ensemble expects, with the model's own chat template.
+"""Chat messages → the prompt text (`text_input`) the LLM model on Triton expects (the BLS or the ensemble),
+with the model's own chat template.
 
 The template is found in the tokenizer folder as transformers finds it (tokenization_utils_base,
 `PreTrainedTokenizerBase.from_pretrained`): `chat_template.jinja` first (it overrides the config), else the

@@ -150,7 +150,7 @@ class ModelSettings(BaseModel):
     #: The served model's tokenizer folder (its chat template as transformers finds it: model_assets.chat); None:
     #: the CPU profile's exported SmolLM2 files.
     tokenizer_dir: Path | None = None
-    #: Token ids that end (and pad) a sequence, sent as the ensemble's `end_id`/`pad_id`. None (the default):
+    #: Token ids that end (and pad) a sequence, sent as the LLM model's `end_id`/`pad_id`. None (the default):
     #: not sent, so the model repository's own apply (the profile's end_token/pad_token, resolved by its tokenizer).
     end_id: int | None = None
     pad_id: int | None = None

@@ -25,7 +25,8 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Output-affecting generation parameters (OpenAI names; mapped to Triton's ensemble inputs)."""
+    """Output-affecting generation parameters (OpenAI names; mapped to the inputs of the LLM model on Triton,
+    `tensorrt_llm_bls` by default or the `ensemble`, which take the same ones)."""
 
     max_tokens: int = 256
     temperature: float = 0.0

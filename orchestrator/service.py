@@ -10,10 +10,11 @@ the request is still served by the backend.
 Streams: the first chunk carries `cache`. A hit replays as two chunks (the whole text with `cache`, then
 `finish_reason` + `usage`); a miss forwards every backend delta, the first with `cache`, the last with
 `finish_reason`, `usage` and the engine's `kv_cache_reused_blocks`. Stop sequences end the answer and are
-not returned (OpenAI's meaning; see StopScanner). Identical concurrent misses share one
+not returned (OpenAI's meaning; orchestrator.streams.StopScanner). Identical concurrent misses share one
 backend call; followers get the same chunks (those already produced, then the rest as they come), with
-`cache.layer` "miss". Closing the stream early cancels the Triton request unless another caller still
-follows the same generation.
+`cache.layer` "miss". Closing the stream early stops the generation (the backend stops it by request id)
+unless another caller still follows it. The semantic layer's life cycle is orchestrator.cache.semantic_stage's;
+statistics and invalidation are orchestrator.admin's.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ class CachedLLMService:
                         yield StreamChunk(text=text)
                     continue
                 # Ended by the engine, or by a stop sequence seen here (the backend stream is then closed,
-                # which cancels the rest of the generation).
+                # which stops the rest of the generation).
                 completion = output_tokens if delta.final and output_tokens else streamed
                 length_cut = not stopped and completion >= request.params.max_tokens
                 finish_reason = "length" if length_cut else "stop"

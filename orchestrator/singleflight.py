@@ -5,7 +5,7 @@ stores the finished answer) and keeps every item it yields. Later requests for t
 receive the same items: first those already produced, then each new one as it comes, so a follower streams
 with the leader instead of waiting for the end. The flight belongs to no single caller: when the leader
 goes away the others keep receiving; only when every subscriber has gone is the source cancelled (which
-cancels the backend call). A flight leaves the table when its source ends, after the source's own clean-up
+stops the generation). A flight leaves the table when its source ends, after the source's own clean-up
 (storing the answer), so a request arriving later finds either the flight or the cached answer.
 """
 

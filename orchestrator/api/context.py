@@ -13,7 +13,7 @@ import numpy as np
 from orchestrator.errors import InvalidRequest, OrchestratorError
 from orchestrator.schemas import CacheControls, GenerationRequest, GenerationResult, StreamChunk
 
-#: How long closing a backend stream may take (it cancels the Triton request) before we give up waiting.
+#: How long closing a backend stream may take (it stops the generation) before we give up waiting.
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -61,7 +61,7 @@ async def open_stream(service: GenerationService, request: GenerationRequest,
 
 
 async def close_stream(chunks: AsyncIterator[StreamChunk]) -> None:
-    """Close the service's iterator, which cancels the backend request if it is still running. Shielded:
+    """Close the service's iterator, which stops the generation if it is still running. Shielded:
     this runs while the caller is being cancelled (the client went away)."""
     aclose = getattr(chunks, "aclose", None)
     if aclose is None:

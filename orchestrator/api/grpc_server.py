@@ -2,7 +2,7 @@
 
 Callers authenticate with `authorization: Bearer <key>` (or `x-api-key`) metadata. Errors become status codes
 (orchestrator.api.errors); a stream that fails after it started is aborted with the error's code; a client that
-cancels a stream closes the service's iterator, which cancels the backend request. The health service reports
+cancels a stream closes the service's iterator, which stops the generation. The health service reports
 SERVING while Triton and Redis are ready, re-checked every `health_interval_s`.
 """
 

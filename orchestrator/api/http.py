@@ -163,7 +163,7 @@ async def _server_sent_events(first: StreamChunk, chunks: AsyncIterator[StreamCh
 
 class CancellingStreamingResponse(StreamingResponse):
     """A stream that stops as soon as the client disconnects and always closes its body iterator, which closes
-    the service stream and so cancels the backend request. (Starlette's own watches for the disconnect only
+    the service stream and so stops the generation. (Starlette's own watches for the disconnect only
     under ASGI < 2.4 servers, notices it otherwise at the next write, and leaves the iterator to the garbage
     collector when the cancellation lands in a write.)"""
 

@@ -164,22 +164,6 @@ class ExactCache:
 
     # Administration ---------------------------------------------------------------------------------------------
 
-    async def entry_info(self, tenant: str, namespace: str, key: str) -> dict[str, float] | None:
-        """An entry's hit count, tokens per hit, creation time and remaining TTL (None if absent)."""
-        name = self.entry_key(tenant, namespace, key)
-
-        async def read() -> dict[str, float] | None:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hmget(name, "hits", "tok", "created")
-                pipe.ttl(name)
-                (hits, tok, created), ttl = await pipe.execute()
-            if hits is None:
-                return None
-            return {"hits": int(hits), "tokens_saved": int(hits) * int(tok), "created_at": float(created),
-                    "ttl_s": int(ttl)}
-
-        return await self._hard("entry_info", read)
-
     async def invalidate(self, tenant: str | None = None, namespace: str | None = None, key: str | None = None) -> int:
         """Delete the entries matching every given part (none given: all); returns how many."""
         if key is not None and not KEY_PATTERN.match(key):

@@ -78,7 +78,7 @@ import export, encode decode, encrypt decrypt, compress decompress, serialize de
 expand collapse, zoom-in zoom-out, raise lower, lend borrow, arrive depart, sender receiver, client server,
 debit credit, deposit withdraw, lock unlock, mount unmount, connect disconnect, upload download,
 increment decrement, include exclude, inbound outbound, internal external, private public, sync async,
-synchronous asynchronous, static dynamic, horizontal vertical, row column, import export, read write,
+synchronous asynchronous, static dynamic, horizontal vertical, row column, read write,
 """.replace("\n", " ")
 
 #: Opposite prefixes: a word whose root, after stripping one of a pair, equals the other's root.
@@ -111,6 +111,7 @@ _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
 #: "one", "a" and "1" say the same ("1 month", "one-minute", "a month"); and "one" is often a pronoun
 #: ("one can"). So 1 is not compared at all; "one egg" vs "two eggs" still differs by the 2.
 del _NUMBER_WORDS["one"]
+#: From "third" on: "first" would be 1, which is never compared (above), and "second" is as often the unit.
 _ORDINALS = {w: i + 2 for i, w in enumerate("third fourth fifth sixth seventh eighth ninth tenth".split(), 1)}
 _ROMAN = re.compile(r"^(?=[IVXLC]{2,}$)C{0,3}(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})$")
 _DIGITS = re.compile(r"^\d[\d,]*(\.\d+)*(st|nd|rd|th|s|x|k|m|b|%)?$", re.IGNORECASE)
@@ -202,7 +203,7 @@ def _numbers(text: _Text) -> Counter:
                 values[re.sub(r"(st|nd|rd|th|s)$", "", low.replace(",", ""))] += 1
             elif low in _NUMBER_WORDS:
                 values[str(_NUMBER_WORDS[low])] += 1
-            elif low in _ORDINALS and low != "second":
+            elif low in _ORDINALS:
                 values[str(_ORDINALS[low])] += 1
     values.pop("1", None)
     return values

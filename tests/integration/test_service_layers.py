@@ -59,8 +59,9 @@ async def test_miss_then_exact_hit_without_touching_triton(service: CachedLLMSer
     hit = await service.generate(request)
     assert hit.cache.layer == "exact" and hit.text == miss.text and hit.cache.tokens_saved == miss.usage.total_tokens
     assert await backend_successes(triton, service) == calls
-    info = await service.exact.entry_info("acme", "default", miss.cache.key)
-    assert info["hits"] == 1 and 0 < info["ttl_s"] <= service.settings.cache.ttl_s
+    entry = service.exact.entry_key("acme", "default", miss.cache.key)
+    assert int(await service.exact.client.hget(entry, "hits")) == 1
+    assert 0 < await service.exact.client.ttl(entry) <= service.settings.cache.ttl_s
 
 
 async def test_streaming_miss_then_replayed_hit(service: CachedLLMService) -> None:
