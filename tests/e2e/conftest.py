@@ -1,12 +1,9 @@
 """The orchestrator as users run it (`python -m orchestrator serve`, a child process) on free loopback ports,
-in front of the session's real Triton and Valkey, with two tenants and an admin key."""
+in front of the session's real Triton and Valkey, with three tenants and an admin key (tests/orchestrators.py)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import openai
@@ -14,25 +11,12 @@ import pytest
 
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from stack.orchestrator_process import OrchestratorProcess
-from stack.triton import TritonServer
-from stack.valkey import ValkeyServer
+from tests.orchestrators import orchestrator_fixture
 
 KEYS = {"sk-e2e-acme": {"tenant": "acme"}, "sk-e2e-beta": {"tenant": "beta"}, "sk-e2e-gamma": {"tenant": "gamma"}}
 ADMIN_KEY = "sk-e2e-admin"
 
-
-@pytest.fixture(scope="session")
-def orchestrator(triton: TritonServer, valkey: ValkeyServer, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[OrchestratorProcess]:
-    log_path: Path = tmp_path_factory.mktemp("logs") / "orchestrator.log"
-    env = {
-        "ORCH_API__KEYS": json.dumps(KEYS),
-        "ORCH_API__ADMIN_KEY": ADMIN_KEY,
-        # Entries of this session only: other tests share the Valkey server.
-        "ORCH_REDIS__KEY_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-    }
-    with OrchestratorProcess(triton.grpc_url, valkey.url, env=env, log_path=log_path) as server:
-        yield server
+orchestrator = orchestrator_fixture("e2e", KEYS, ADMIN_KEY)
 
 
 @pytest.fixture(scope="session")

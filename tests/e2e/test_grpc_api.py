@@ -3,6 +3,8 @@ answers shared with the HTTP API, health and reflection, errors."""
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 import openai
 import pytest
@@ -12,16 +14,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from orchestrator.config import ModelSettings
+from tests.chats import MODEL, grpc_chat
 
 pytestmark = pytest.mark.integration
-MODEL = ModelSettings().name
 ACME = (("authorization", "Bearer sk-e2e-acme"),)
 PARAMS = pb.SamplingParams(max_tokens=24)
 
 
-def chat(question: str) -> pb.GenerateRequest:
-    return pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content=question)], params=PARAMS)
+chat = functools.partial(grpc_chat, params=PARAMS)
 
 
 def test_generate_miss_exact_semantic(stub: pb_grpc.OrchestratorStub) -> None:

@@ -42,6 +42,14 @@ async def layer(client, embedder, backend: str, prefix: str) -> SemanticCache:
     return SemanticCache(client, embedder, index, prefix, SemanticMatcher(settings))
 
 
+async def until(read, expected, timeout_s: float = 5.0) -> None:
+    """Wait until `await read()` returns `expected` (a condition, not a guessed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while (value := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {value!r} after {timeout_s} s, expected {expected!r}"
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
@@ -79,8 +87,7 @@ async def test_entries_expire_from_store_and_index(client, embedder, backend, pr
     assert 0 < await client.ttl(key) <= 1
     assert unpack_answer(await client.hget(key, "answer")).text == "Rayleigh scattering."  # the one stored form
     assert await cache.lookup(SemanticTarget(scope, "What makes the sky look blue?")) is not None
-    await asyncio.sleep(1.6)
-    assert await client.exists(key) == 0
+    await until(lambda: client.exists(key), 0)  # Redis expired it: from here on it must be gone everywhere
     assert await cache.lookup(SemanticTarget(scope, "What makes the sky look blue?")) is None
     if isinstance(cache.index, RediSearchIndex):
         assert await cache.index.size() == 0  # Redis dropped the expired hash from the index: no orphan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import uuid
 
 import numpy as np
@@ -11,9 +12,10 @@ import pytest
 from tritonclient.grpc import aio as grpcclient
 
 from orchestrator.config import CacheSettings, RedisSettings, Settings, TritonSettings
-from orchestrator.schemas import CacheControls, ChatMessage, GenerationRequest, SamplingParams
+from orchestrator.schemas import CacheControls, SamplingParams
 from orchestrator.service import CachedLLMService
 from stack.ports import free_port
+from tests import chats
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +35,7 @@ async def service(valkey, triton):
     await service.aclose()
 
 
-def chat(text: str, tenant: str = "acme", max_tokens: int = 16) -> GenerationRequest:
-    return GenerationRequest(tenant=tenant, model="SmolLM2-135M-Instruct",
-                             messages=(ChatMessage("system", "Answer in one short sentence."),
-                                       ChatMessage("user", text)),
-                             params=SamplingParams(max_tokens=max_tokens))
+chat = functools.partial(chats.chat, system="Answer in one short sentence.", max_tokens=16)
 
 
 async def backend_successes(triton, service: CachedLLMService) -> int:

@@ -2,7 +2,7 @@
 SIGKILL or frozen with SIGSTOP while the orchestrator in front of them serves real requests.
 
 Figures (downtime, recovery times, request counts) are printed as `RELIABILITY {json}` lines for
-docs/reliability.md; run with `-s` to see them.
+docs/reliability.md (conftest.report); run with `-s` to see them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import grpc
 import httpx
 import pytest
 import redis as redis_client
+from prometheus_client.parser import text_string_to_metric_families
 
 from clients.load import Plan, run_load
 from clients.targets import OrchestratorHttpTarget
@@ -30,7 +31,8 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
-from tests.reliability.conftest import ACME_KEY, MODEL, auth, chat, orchestrator_env
+from tests.chats import MODEL, http_chat
+from tests.reliability.conftest import ACME_KEY, auth, orchestrator_env, report
 from tests.reliability.stack_probe import signal_group
 
 pytestmark = pytest.mark.integration
@@ -44,10 +46,6 @@ REQUEST_TIMEOUT_S = 12.0
 #: Deadline of the embedding call the semantic lookup makes first (a frozen Triton costs both, one after other).
 UNARY_TIMEOUT_S = 5.0
 REDIS_RETRY_AFTER_S = 0.5
-
-
-def report(name: str, **figures: object) -> None:
-    print(f"RELIABILITY {json.dumps({'test': name, **figures})}")
 
 
 class Trio:
@@ -79,7 +77,7 @@ class Trio:
         if not alive:
             self.triton.stop()
             self.triton.start()
-        _until(lambda: self.post(chat(f"Alive? ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=90,
+        _until(lambda: self.post(http_chat(f"Alive? ({uuid.uuid4().hex[:6]})")).status_code == 200, timeout_s=90,
                interval_s=0.5)
         return alive
 
@@ -135,13 +133,34 @@ def _background_load(url: str, duration_s: float, result: dict) -> threading.Thr
     return thread
 
 
+def _lookups(redis: redis_client.Redis) -> int:
+    """Key lookups Redis has answered (hits and misses, as Redis counts them)."""
+    stats = redis.info("stats")
+    return stats["keyspace_hits"] + stats["keyspace_misses"]
+
+
+def _orchestrator_total(trio: Trio, name: str) -> float:
+    """A counter of the orchestrator's /metrics, summed over its labels."""
+    text = httpx.get(f"{trio.orchestrator.http_url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name)
+
+
 def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Trio) -> None:
     result: dict = {}
     load = _background_load(trio.orchestrator.http_url, duration_s=14, result=result)
-    time.sleep(4)
+    # Kill Redis once the load is using it, and bring it back once the orchestrator has noticed (a Redis error
+    # counted) and then served the load without it for a few more requests.
+    first_redis = redis_client.Redis.from_url(trio.valkey.url)
+    _until(lambda: _lookups(first_redis) >= 4, timeout_s=30, interval_s=0.05)
+    errors = _orchestrator_total(trio, "orchestrator_redis_errors_total")
     signal_group(trio.valkey.port, signal.SIGKILL)
     killed = time.monotonic()
-    time.sleep(4)
+    _until(lambda: _orchestrator_total(trio, "orchestrator_redis_errors_total") > errors, timeout_s=30,
+           interval_s=0.05)
+    served = _orchestrator_total(trio, "orchestrator_api_requests_total")
+    _until(lambda: _orchestrator_total(trio, "orchestrator_api_requests_total") >= served + 4, timeout_s=30,
+           interval_s=0.1)
     trio.valkey.stop()  # reaps the dead process
     trio.valkey.start()  # same port, empty (no persistence)
     returned = time.monotonic()
@@ -149,18 +168,14 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
     # its answers are written there.
     redis = redis_client.Redis.from_url(trio.valkey.url)
 
-    def looked_up() -> bool:
-        # The load (still running) makes the lookups. No probe of ours: one that gave up early would cancel
-        # its generation each time, and a stream of cancellations stalls Triton 2.51 (docs/reliability.md).
-        stats = redis.info("stats")
-        return stats["keyspace_hits"] + stats["keyspace_misses"] > 0
-
-    first_use_s = _until(looked_up, timeout_s=5.0, interval_s=0.05)
+    # The load (still running) makes the lookups. No probe of ours: one that gave up early would cancel its
+    # generation each time, and a stream of cancellations stalls Triton 2.51 (docs/reliability.md).
+    first_use_s = _until(lambda: _lookups(redis) > 0, timeout_s=5.0, interval_s=0.05)
     first_write_s = first_use_s + _until(
         lambda: any(True for _ in redis.scan_iter(match=f"{trio.key_prefix}:exact:*")), timeout_s=30.0,
         interval_s=0.05)
 
-    probe = chat(f"Name one colour of the rainbow ({uuid.uuid4().hex[:6]}).", max_tokens=2)
+    probe = http_chat(f"Name one colour of the rainbow ({uuid.uuid4().hex[:6]}).", max_tokens=2)
 
     def exact_hit() -> bool:
         response = trio.post(probe)
@@ -171,7 +186,7 @@ def test_redis_killed_under_load_no_request_fails_and_the_cache_resumes(trio: Tr
     resumed_s = _until(exact_hit, timeout_s=90.0, interval_s=0.05)
     # The semantic layer works again too (its RediSearch index went with the old process): the same question
     # with other punctuation is another exact key in the same semantic scope.
-    variant = chat(probe["messages"][0]["content"].replace(").", ")?"), max_tokens=2)
+    variant = http_chat(probe["messages"][0]["content"].replace(").", ")?"), max_tokens=2)
     semantic_s = _until(lambda: trio.post(variant).headers["x-cache"] == "semantic", timeout_s=10.0,
                         interval_s=0.2)
     load.join(60)
@@ -195,7 +210,7 @@ def _sse_events(response: httpx.Response) -> Iterator[dict | str]:
 
 
 def test_triton_killed_fails_fast_ends_streams_caches_nothing_partial_and_recovers(trio: Trio) -> None:
-    prompt = chat(f"Write a long story about a lighthouse keeper ({uuid.uuid4().hex[:6]}).", max_tokens=400)
+    prompt = http_chat(f"Write a long story about a lighthouse keeper ({uuid.uuid4().hex[:6]}).", max_tokens=400)
     events: list = []
     with httpx.stream("POST", f"{trio.orchestrator.http_url}/v1/chat/completions", timeout=60,
                       json={**prompt, "stream": True}, headers=auth(ACME_KEY)) as response:
@@ -212,7 +227,7 @@ def test_triton_killed_fails_fast_ends_streams_caches_nothing_partial_and_recove
 
     # While Triton is down: 503 / UNAVAILABLE, fast.
     started = time.monotonic()
-    down = trio.post(chat("Are you there?"))
+    down = trio.post(http_chat("Are you there?"))
     http_503_s = time.monotonic() - started
     assert down.status_code == 503, down.text
     with grpc.insecure_channel(trio.orchestrator.grpc_target) as channel:
@@ -237,32 +252,12 @@ def test_triton_killed_fails_fast_ends_streams_caches_nothing_partial_and_recove
     back = time.monotonic()
     # The orchestrator reconnects by itself.
     answers: list[httpx.Response] = []
-    recovered_s = _until(lambda: answers.append(trio.post(chat(f"Back? ({uuid.uuid4().hex[:6]})"))) or
+    recovered_s = _until(lambda: answers.append(trio.post(http_chat(f"Back? ({uuid.uuid4().hex[:6]})"))) or
                          answers[-1].status_code == 200, timeout_s=120, interval_s=0.5)
     report("triton_killed", stream_error_after_kill_s=round(stream_end_s, 2), http_503_s=round(http_503_s, 3),
            grpc_unavailable_s=round(grpc_unavailable_s, 3), recovered_after_triton_ready_s=round(recovered_s, 2),
            failed_attempts_before_recovery=len(answers) - 1,
            last_error=answers[-2].status_code if len(answers) > 1 else None, since_back_s=round(time.monotonic() - back, 2))
-
-
-def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
-    """A Triton that accepts and never answers (SIGSTOP): the request ends at the earlier of the first-response
-    and whole-request deadlines (the semantic lookup's embedding runs beside the generation, not before it)."""
-    group = signal_group(trio.triton.grpc_port, signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        response = trio.post(chat(f"Frozen? ({uuid.uuid4().hex[:6]})"), timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        os.killpg(group, signal.SIGCONT)
-    # Triton 2.51's Python backend may not survive the freeze (its stub heartbeat lapses; seen: SIGSEGV on thaw).
-    time.sleep(2)
-    survived = trio.revive_triton()
-    deadline = min(FIRST_RESPONSE_TIMEOUT_S, REQUEST_TIMEOUT_S)
-    report("triton_frozen", status=response.status_code, elapsed_s=round(elapsed, 2), deadline_s=deadline,
-           triton_survived_thaw=survived)
-    assert response.status_code == 504, response.text
-    assert deadline - 0.5 <= elapsed < deadline + UNARY_TIMEOUT_S + 5
 
 
 def _engine_requests(trio: Trio, kind: str) -> float:
@@ -295,3 +290,26 @@ def test_slow_generation_times_out_and_the_engine_request_is_cancelled(trio: Tri
     freed_s = _until(lambda: _engine_requests(trio, "active") == 0, timeout_s=15, interval_s=0.2)
     report("slow_generation", status=response.status_code, elapsed_s=round(elapsed, 2),
            request_timeout_s=REQUEST_TIMEOUT_S, engine_slot_freed_after_s=round(freed_s, 2))
+
+
+def test_frozen_triton_times_out_at_the_configured_deadline(trio: Trio) -> None:
+    """A Triton that accepts and never answers (SIGSTOP): the request ends at the earlier of the first-response
+    and whole-request deadlines (the semantic lookup's embedding runs beside the generation, not before it).
+    Last in the module: what the freeze may do to Triton afterwards must not reach the other tests."""
+    group = signal_group(trio.triton.grpc_port, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = trio.post(http_chat(f"Frozen? ({uuid.uuid4().hex[:6]})"), timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    # Triton 2.51's Python backend may not survive the freeze (its stub heartbeat lapses; seen: SIGSEGV on thaw,
+    # even seconds later: hence this test runs last). Thawed: it generates again, or it died.
+    _until(lambda: not trio.triton.running() or trio.post(http_chat(f"Thawed? ({uuid.uuid4().hex[:6]})"),
+                                                          timeout=30).status_code == 200, timeout_s=60, interval_s=0.5)
+    survived = trio.revive_triton()
+    deadline = min(FIRST_RESPONSE_TIMEOUT_S, REQUEST_TIMEOUT_S)
+    report("triton_frozen", status=response.status_code, elapsed_s=round(elapsed, 2), deadline_s=deadline,
+           triton_survived_thaw=survived)
+    assert response.status_code == 504, response.text
+    assert deadline - 0.5 <= elapsed < deadline + UNARY_TIMEOUT_S + 5

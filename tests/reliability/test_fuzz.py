@@ -23,7 +23,8 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
-from tests.reliability.conftest import ADMIN_KEY, FULL, MODEL, orchestrator_env
+from tests.chats import MODEL
+from tests.reliability.conftest import ADMIN_KEY, FULL, orchestrator_env, report
 from tests.reliability.stack_probe import rss_kib
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def test_http_api_never_answers_5xx(fuzz_orchestrator: OrchestratorProcess, rss_
 
         fuzz()
     cases = sum(n for seen in statuses.values() for n in seen.values())
-    print(f"RELIABILITY {json.dumps({'test': 'schemathesis', 'operations': len(statuses), 'cases': cases, 'statuses': statuses})}")
+    report("schemathesis", operations=len(statuses), cases=cases, statuses=statuses)
     assert len(statuses) >= 8
 
 
@@ -158,7 +159,7 @@ def test_grpc_malformed_and_oversized_messages_are_refused(fuzz_orchestrator: Or
     codes["empty"] = _raw_generate(target, b"")
     codes["5 MB message"] = _raw_generate(target, pb.GenerateRequest(model=MODEL, prompt="z" * 5_000_000)
                                           .SerializeToString())
-    print(f"RELIABILITY {json.dumps({'test': 'grpc_malformed_bytes', **{k: v.name for k, v in codes.items()}})}")
+    report("grpc_malformed_bytes", **{k: v.name for k, v in codes.items()})
     assert codes["empty"] == grpc.StatusCode.INVALID_ARGUMENT
     assert codes["5 MB message"] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert grpc.StatusCode.OK not in codes.values()
@@ -174,5 +175,5 @@ def test_grpc_undecodable_message_is_invalid_argument(fuzz_orchestrator: Orchest
 
 def test_memory_stays_bounded_after_fuzzing(fuzz_orchestrator: OrchestratorProcess, rss_before: int) -> None:
     after = rss_kib(fuzz_orchestrator.pid)
-    print(f"RELIABILITY {json.dumps({'test': 'fuzz_rss', 'rss_before_mib': rss_before // 1024, 'rss_after_mib': after // 1024})}")
+    report("fuzz_rss", rss_before_mib=rss_before // 1024, rss_after_mib=after // 1024)
     assert after - rss_before < RSS_GROWTH_LIMIT_KIB

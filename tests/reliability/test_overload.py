@@ -17,7 +17,8 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from tests.engine_queue import full_queue
-from tests.reliability.conftest import ACME_KEY, MODEL, auth, chat
+from tests.chats import grpc_chat, http_chat
+from tests.reliability.conftest import ACME_KEY, auth, report
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ FAST_S = 5.0
 
 async def test_a_full_engine_queue_is_429_and_resource_exhausted_at_once_and_nothing_is_cached(
         triton: TritonServer, orchestrator: OrchestratorProcess) -> None:
-    question = chat(f"Name a colour of autumn leaves ({uuid.uuid4().hex[:6]}).")
+    question = http_chat(f"Name a colour of autumn leaves ({uuid.uuid4().hex[:6]}).")
     headers = auth(ACME_KEY)
     client = grpcaio.InferenceServerClient(triton.grpc_url)
     try:
@@ -39,9 +40,8 @@ async def test_a_full_engine_queue_is_429_and_resource_exhausted_at_once_and_not
             refused_s = time.monotonic() - started
             streamed = await http.post("/v1/chat/completions", json={**question, "stream": True}, headers=headers)
             stub = pb_grpc.OrchestratorStub(channel)
-            request = pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user",
-                                                                              content=question["messages"][0]["content"])],
-                                         params=pb.SamplingParams(max_tokens=question["max_tokens"]))
+            request = grpc_chat(question["messages"][0]["content"],
+                                params=pb.SamplingParams(max_tokens=question["max_tokens"]))
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.Generate(request, metadata=(("authorization", f"Bearer {ACME_KEY}"),), timeout=60)
             queue.release()
@@ -51,7 +51,7 @@ async def test_a_full_engine_queue_is_429_and_resource_exhausted_at_once_and_not
             assert response.status_code == 429, response.text
             error = response.json()["error"]
             assert error["type"] == "rate_limit_error" and "queue" in error["message"], error
-        print(f"RELIABILITY {json.dumps({'test': 'queue_full', 'refused_in_s': round(refused_s, 3)})}")
+        report("queue_full", refused_in_s=round(refused_s, 3))
         assert refused_s < FAST_S
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue" in raised.value.details()
 

@@ -20,7 +20,8 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
 from stack.valkey import ValkeyServer
-from tests.reliability.conftest import ACME_KEY, ADMIN_KEY, BETA_KEY, KEYS, LIMITED_KEY, auth, chat
+from tests.chats import http_chat
+from tests.reliability.conftest import ACME_KEY, ADMIN_KEY, BETA_KEY, KEYS, LIMITED_KEY, auth
 from tests.reliability.stack_probe import descendants, listener_pid, tcp_listeners
 
 pytestmark = pytest.mark.integration
@@ -35,8 +36,8 @@ def ask(http: httpx.Client, key: str, body: dict, headers: dict | None = None) -
 
 
 def test_tenants_never_see_each_others_answers_in_either_layer(http: httpx.Client) -> None:
-    question = chat("What is the tallest mountain in the Alps?")
-    paraphrase = chat("Which mountain in the Alps is the tallest?")
+    question = http_chat("What is the tallest mountain in the Alps?")
+    paraphrase = http_chat("Which mountain in the Alps is the tallest?")
     first = ask(http, ACME_KEY, question)
     assert first.headers["x-cache"] == "miss"
     assert ask(http, ACME_KEY, question).headers["x-cache"] == "exact"
@@ -86,10 +87,10 @@ def test_rate_limit_is_per_key(orchestrator: OrchestratorProcess, http: httpx.Cl
 
 def test_prompts_and_keys_never_reach_the_log(http: httpx.Client, orchestrator_log: Path) -> None:
     secret = f"my passport number is X{uuid.uuid4().hex[:10]}"
-    ask(http, ACME_KEY, chat(secret))
+    ask(http, ACME_KEY, http_chat(secret))
     bad_key = f"sk-rel-wrong-{uuid.uuid4().hex[:8]}"
-    assert http.post("/v1/chat/completions", json=chat(secret), headers=auth(bad_key)).status_code == 401
-    assert http.post("/v1/chat/completions", json=chat(secret, max_tokens=-1),
+    assert http.post("/v1/chat/completions", json=http_chat(secret), headers=auth(bad_key)).status_code == 401
+    assert http.post("/v1/chat/completions", json=http_chat(secret, max_tokens=-1),
                      headers=auth(ACME_KEY)).status_code == 400
     text = orchestrator_log.read_text(errors="replace")
     assert text, "the orchestrator wrote no log at all"
@@ -106,7 +107,7 @@ def _exact_entry(redis: redis_client.Redis, prefix: str, tenant: str, key: str) 
 def test_poisoned_exact_entry_is_deleted_not_served(http: httpx.Client, valkey: ValkeyServer, key_prefix: str,
                                                     poison: str) -> None:
     redis = redis_client.Redis.from_url(valkey.url)
-    body = chat(f"Name a river in Europe ({poison}).")
+    body = http_chat(f"Name a river in Europe ({poison}).")
     # no-cache: a fresh answer (not a semantic hit on another parametrization's question), stored.
     key = ask(http, ACME_KEY, body, {"cache-control": "no-cache"}).json()["cache"]["key"]
     name = _exact_entry(redis, key_prefix, "acme", key)
@@ -127,8 +128,8 @@ def test_poisoned_exact_entry_is_deleted_not_served(http: httpx.Client, valkey: 
 def test_poisoned_semantic_entry_is_deleted_not_served(http: httpx.Client, valkey: ValkeyServer,
                                                        key_prefix: str) -> None:
     redis = redis_client.Redis.from_url(valkey.url)
-    ask(http, BETA_KEY, chat("How many legs does a spider have?"))
-    paraphrase = chat("A spider has how many legs?")
+    ask(http, BETA_KEY, http_chat("How many legs does a spider have?"))
+    paraphrase = http_chat("A spider has how many legs?")
     assert ask(http, BETA_KEY, paraphrase, {"cache-control": "no-store"}).headers["x-cache"] == "semantic"
     names = list(redis.scan_iter(match=f"{key_prefix}:sem:{{beta}}:*"))
     assert names

@@ -19,9 +19,9 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from orchestrator.api.settings import KeyGrant
 from orchestrator.errors import BackendTimeout, BackendUnavailable, InvalidRequest, Overloaded
 from orchestrator.schemas import SamplingParams
+from tests.chats import MODEL, grpc_chat
 from tests.unit.api_fake_service import FakeService
 
-MODEL = "SmolLM2-135M-Instruct"
 AUTH = Authenticator({"sk-acme": KeyGrant(tenant="acme", namespace="support")}, "sk-admin", open_mode=False)
 ACME = (("authorization", "Bearer sk-acme"),)
 ADMIN = (("authorization", "Bearer sk-admin"),)
@@ -45,8 +45,7 @@ async def harness() -> AsyncIterator[Harness]:
     await harness.server.stop(0)
 
 
-def chat(content: str = "hello there", **fields) -> pb.GenerateRequest:
-    return pb.GenerateRequest(model=MODEL, messages=[pb.ChatMessage(role="user", content=content)], **fields)
+chat = grpc_chat
 
 
 async def test_generate_translates_and_reports_the_cache(harness: Harness) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 
 import pytest
 
@@ -15,9 +16,10 @@ from orchestrator.cache.exact import ExactCache, connect
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit
 from orchestrator.config import CacheSettings, ModelSettings, RedisSettings, SemanticSettings, Settings
 from orchestrator.errors import BackendUnavailable, InvalidRequest
-from orchestrator.schemas import CacheControls, ChatMessage, GenerationRequest, SamplingParams
+from orchestrator.schemas import CacheControls
 from orchestrator.service import CachedLLMService
 from stack.ports import free_port
+from tests import chats
 
 
 class FakeExact:
@@ -142,10 +144,7 @@ def make_service(backend=None, semantic=None, exact=None, **cache) -> CachedLLMS
                             chat_formatter=lambda r: "|".join(f"{m.role}:{m.content}" for m in r.messages))
 
 
-def chat(text="What is the capital of France?", system="Be brief.", **params) -> GenerationRequest:
-    return GenerationRequest(tenant="acme", model="m",
-                             messages=(ChatMessage("system", system), ChatMessage("user", text)),
-                             params=SamplingParams(**params))
+chat = functools.partial(chats.chat, system="Be brief.", model="m")
 
 
 async def drain(stream) -> list:

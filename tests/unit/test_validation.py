@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
 
 from orchestrator.config import CacheSettings, ModelSettings
 from orchestrator.errors import InvalidRequest
-from orchestrator.schemas import CacheControls, ChatMessage, GenerationRequest, SamplingParams
+from orchestrator.schemas import CacheControls, ChatMessage, GenerationRequest
 from orchestrator.validation import validate_controls, validate_embedding_input, validate_request
+from tests import chats
 
 LIMITS = ModelSettings(name="m", max_tokens_limit=300, max_stop_words=2, max_messages=3, max_prompt_chars=50)
 
 
-def chat(**params) -> GenerationRequest:
-    return GenerationRequest(tenant="acme", model="m", messages=(ChatMessage("user", "Hi"),),
-                             params=SamplingParams(**params))
+chat = functools.partial(chats.chat, "Hi", model="m")
 
 
 def test_valid_chat_and_prompt_pass() -> None:
