@@ -29,13 +29,13 @@ from typing import Protocol
 import numpy as np
 
 from orchestrator import admin, metrics
-from orchestrator.backends.triton_llm import BackendDelta, TritonLLM
+from orchestrator.backends.triton_llm import BackendDelta
 from orchestrator.cache import keys, policy
 from orchestrator.cache.exact import ExactCache, connect, tokens_saved
 from orchestrator.cache.semantic_stage import SemanticStage
-from orchestrator.cache.types import CachedAnswer, SemanticLayer, SemanticTarget
+from orchestrator.cache.types import CachedAnswer, Layer, SemanticLayer, SemanticTarget
 from orchestrator.config import Settings
-from orchestrator.errors import InvalidRequest, OrchestratorError
+from orchestrator.errors import InvalidRequest
 from orchestrator.schemas import (
     CacheControls,
     CacheInfo,
@@ -46,7 +46,7 @@ from orchestrator.schemas import (
     Usage,
 )
 from orchestrator.singleflight import SingleFlight
-from orchestrator.streams import EarlyStart, StopScanner
+from orchestrator.streams import EarlyStart, StopScanner, collect
 from orchestrator.validation import validate_controls, validate_embedding_input, validate_request
 
 
@@ -70,6 +70,14 @@ def _default_chat_formatter(tokenizer_dir: str) -> Callable[[GenerationRequest],
                            tokenizer_dir=tokenizer_dir)
 
     return render
+
+
+def _counted_hit(layer: Layer, answer: CachedAnswer, similarity: float | None = None) -> CacheInfo:
+    """What a hit tells the caller, counted in the hit metrics."""
+    saved = tokens_saved(answer)
+    metrics.CACHE_HITS.labels(layer).inc()
+    metrics.TOKENS_SAVED.labels(layer).inc(saved)
+    return CacheInfo(layer=layer, key=answer.key, similarity=similarity, tokens_saved=saved)
 
 
 class CachedLLMService:
@@ -109,22 +117,7 @@ class CachedLLMService:
 
     async def generate(self, request: GenerationRequest, controls: CacheControls = CacheControls()) -> GenerationResult:
         """The whole answer at once: the stream below, collected."""
-        text: list[str] = []
-        cache = usage = finish_reason = kv_blocks = ttft_ms = None
-        started = time.perf_counter()
-        async with contextlib.aclosing(self.stream(request, controls)) as chunks:
-            async for chunk in chunks:
-                if ttft_ms is None and chunk.text:
-                    ttft_ms = (time.perf_counter() - started) * 1000
-                text.append(chunk.text)
-                cache = chunk.cache or cache
-                usage = chunk.usage or usage
-                finish_reason = chunk.finish_reason or finish_reason
-                kv_blocks = chunk.kv_cache_reused_blocks if chunk.kv_cache_reused_blocks is not None else kv_blocks
-        if cache is None or usage is None or finish_reason is None:
-            raise OrchestratorError("the generation ended without its final chunk")
-        return GenerationResult(text="".join(text), finish_reason=finish_reason, usage=usage, cache=cache,
-                                kv_cache_reused_blocks=kv_blocks, ttft_ms=ttft_ms if cache.layer == "miss" else None)
+        return await collect(self.stream(request, controls))
 
     async def stream(self, request: GenerationRequest,
                      controls: CacheControls = CacheControls()) -> AsyncIterator[StreamChunk]:
@@ -191,12 +184,7 @@ class CachedLLMService:
     async def _exact_hit(self, request: GenerationRequest, plan: policy.CachePlan,
                          key: str) -> tuple[CachedAnswer, CacheInfo] | None:
         answer = await self.exact.get(request.tenant, plan.namespace, key)
-        if answer is None:
-            return None
-        saved = tokens_saved(answer)
-        metrics.CACHE_HITS.labels("exact").inc()
-        metrics.TOKENS_SAVED.labels("exact").inc(saved)
-        return answer, CacheInfo(layer="exact", key=key, tokens_saved=saved)
+        return None if answer is None else (answer, _counted_hit("exact", answer))
 
     async def _semantic_hit(self, request: GenerationRequest, plan: policy.CachePlan, key: str,
                             target: SemanticTarget | None
@@ -215,12 +203,9 @@ class CachedLLMService:
             return None, speculative
         if speculative is not None:
             await speculative.aclose()
-        saved = tokens_saved(hit.answer)
-        metrics.CACHE_HITS.labels("semantic").inc()
-        metrics.TOKENS_SAVED.labels("semantic").inc(saved)
-        await self.exact.record(request.tenant, "semantic_hits", saved)
-        return (hit.answer, CacheInfo(layer="semantic", key=hit.answer.key, similarity=hit.similarity,
-                                      tokens_saved=saved)), None
+        info = _counted_hit("semantic", hit.answer, hit.similarity)
+        await self.exact.record(request.tenant, "semantic_hits", info.tokens_saved)
+        return (hit.answer, info), None
 
     def _backend_chunks(self, request: GenerationRequest, plan: policy.CachePlan, key: str,
                         target: SemanticTarget | None) -> AsyncIterator[StreamChunk]:

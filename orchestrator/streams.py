@@ -1,12 +1,16 @@
-"""Two stream utilities of the service: OpenAI's stop sequences over a text stream, and an iterator whose first
-item is fetched ahead of time."""
+"""Stream utilities of the service: OpenAI's stop sequences over a text stream, an iterator whose first item is
+fetched ahead of time, and a whole stream collected into one result."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.schemas import GenerationResult, StreamChunk
 
 T = TypeVar("T")
 
@@ -59,3 +63,24 @@ class EarlyStart(AsyncIterator[T]):
                 await self.first
             self.first = None
         await self.source.aclose()
+
+
+async def collect(chunks: AsyncIterator[StreamChunk]) -> GenerationResult:
+    """The service's stream as one result (closed at the end, or when collecting fails); `ttft_ms` is the time
+    to the first text of a miss."""
+    text: list[str] = []
+    cache = usage = finish_reason = kv_blocks = ttft_ms = None
+    started = time.perf_counter()
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            if ttft_ms is None and chunk.text:
+                ttft_ms = (time.perf_counter() - started) * 1000
+            text.append(chunk.text)
+            cache = chunk.cache or cache
+            usage = chunk.usage or usage
+            finish_reason = chunk.finish_reason or finish_reason
+            kv_blocks = chunk.kv_cache_reused_blocks if chunk.kv_cache_reused_blocks is not None else kv_blocks
+    if cache is None or usage is None or finish_reason is None:
+        raise OrchestratorError("the generation ended without its final chunk")
+    return GenerationResult(text="".join(text), finish_reason=finish_reason, usage=usage, cache=cache,
+                            kv_cache_reused_blocks=kv_blocks, ttft_ms=ttft_ms if cache.layer == "miss" else None)
