@@ -4,7 +4,7 @@ Both caches get the same all-MiniLM-L6-v2 vectors, computed once up front (embed
 lookup time of both). GPTCache runs its documented set-up (sqlite + faiss `IDMap,Flat` L2 +
 SearchDistanceEvaluation) through `gptcache.adapter.api.get`; its `similarity_threshold` t means
 L2² <= 4(1 - t), i.e. cosine >= 2t - 1 on unit vectors, so GPTCache's 0.95 / 0.90 / 0.80 are compared with
-our cosine 0.90 / 0.80 / 0.60, and with our default (0.80, guard on). A hit is correct when it returns the
+our cosine 0.90 / 0.80 / 0.60, and with our default threshold (guard on). A hit is correct when it returns the
 query's own origin. One JSON line per (cache, threshold).
 
     python scripts/bench/semantic_gptcache.py [--data FILE] [--limit N]
