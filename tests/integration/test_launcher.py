@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stack import paths
 from stack.ports import free_port
+from stack.render import load_profile, profile_path
 
 LAUNCHER = paths.PROJECT_ROOT / "scripts" / "launch_triton.sh"
 
@@ -44,14 +45,16 @@ def test_start_ready_and_clean_stop(tmp_path: Path, triton_repository: Path) -> 
         raise AssertionError("Triton still answers after the launcher stopped")
 
 
-def test_gpu_dry_run_prints_the_ngc_container_command(tmp_path: Path) -> None:
-    result = subprocess.run([str(LAUNCHER), "--gpu", "--profile", "gpu-h100", "--dry-run"],
+def test_gpu_dry_run_prints_the_container_command(tmp_path: Path) -> None:
+    """gpu-h100 holds the embedding model, so it runs in the serving image built on the NGC one (the stock image
+    is refused: tests/unit/test_deploy.py)."""
+    image = load_profile(profile_path("gpu-h100"))["deploy"]["serving_image"]
+    result = subprocess.run([str(LAUNCHER), "--gpu", "--profile", "gpu-h100", "--image", image, "--dry-run"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     command = result.stdout.strip().splitlines()[-1]
     assert command.startswith("docker run ") and "--gpus all" in command
-    assert "nvcr.io/nvidia/tritonserver:" in command and "-trtllm-python-py3" in command
-    assert "--model-repository=/models" in command
+    assert f" {image} " in command and "--model-repository=/models" in command
 
 
 def test_cpu_dry_run_prints_the_tritonserver_command(triton_repository: Path) -> None:
