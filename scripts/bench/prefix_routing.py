@@ -56,7 +56,7 @@ from prometheus_client.parser import text_string_to_metric_families
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cpu_engine import tokenizer  # noqa: E402
-from orchestrator.api.process import OrchestratorProcess  # noqa: E402
+from stack.orchestrator_process import OrchestratorProcess  # noqa: E402
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb  # noqa: E402
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc  # noqa: E402
 from orchestrator.backends.triton_llm import TritonLLM  # noqa: E402

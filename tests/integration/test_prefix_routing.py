@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cpu_engine.chat import format_chat
+from model_assets.chat import format_chat
 from orchestrator.backends.replicas import Route
 from orchestrator.backends.replicated_llm import ReplicatedLLM
 from orchestrator.backends.triton_llm import TritonLLM

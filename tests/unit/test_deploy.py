@@ -226,7 +226,7 @@ def test_triton_serving_image_extends_the_profile_image_with_the_model_packages(
     text = (DEPLOY / "triton.Dockerfile").read_text()
     assert f"ARG TRITON_IMAGE={GPU_PROFILE['deploy']['image']}" in text
     assert "FROM ${TRITON_IMAGE}" in text
-    assert copied_sources(DEPLOY / "triton.Dockerfile") == {"stack", "cpu_engine", "orchestrator"}
+    assert copied_sources(DEPLOY / "triton.Dockerfile") == {"cpu_engine", "model_assets"}
     assert "ENV PYTHONPATH=/opt/llm-stack" in text
     # Every package the embedding model's files come from is installed, without touching the image's own
     # packages; the build fails if the Python models' imports do.
