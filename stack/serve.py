@@ -58,6 +58,10 @@ class ServeOptions:
     log_dir: Path = field(default_factory=lambda: paths.STACK_HOME / "logs")
     profile: str = "cpu"
 
+    def promised_ports(self) -> set[int]:
+        """The orchestrator's ports: the servers started before it must not take them."""
+        return {self.http_port, self.grpc_port}
+
 
 @dataclass
 class Part:
@@ -189,7 +193,8 @@ def triton_failure(log_text: str, log_path: Path) -> str:
 def start_valkey(stack: contextlib.ExitStack, options: ServeOptions) -> tuple[str, Part]:
     from stack.valkey import ValkeyServer
 
-    server = ValkeyServer(log_path=fresh_log(options.log_dir, "valkey"),
+    server = ValkeyServer(port=free_port(avoid=options.promised_ports()),
+                          log_path=fresh_log(options.log_dir, "valkey"),
                           data_dir=options.data_dir if options.persist else None)
     stack.callback(server.stop)  # registered first: an interrupted start still stops what was spawned
     try:
@@ -211,7 +216,12 @@ def start_triton(stack: contextlib.ExitStack, options: ServeOptions):
         raise ServeError(f"the {options.profile} profile does not render: {lines[0]}{more}; "
                          f"`scripts/render_repository.py --profile {options.profile} --out rendered/{options.profile}` "
                          "shows it all") from None
-    server = TritonServer(repository, log_path=fresh_log(options.log_dir, "triton"))
+    promised = options.promised_ports()
+    http_port = free_port(avoid=promised)
+    grpc_port = free_port(avoid={*promised, http_port})
+    server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port,
+                          metrics_port=free_port(avoid={*promised, http_port, grpc_port}),
+                          log_path=fresh_log(options.log_dir, "triton"))
     stack.callback(server.stop)
     try:
         server.start(TRITON_START_TIMEOUT_S)

@@ -80,3 +80,11 @@ def test_each_run_keeps_the_previous_log(tmp_path: Path) -> None:
     first.write_text("run 1\n")
     second = serve.fresh_log(tmp_path, "triton")
     assert second == first and not second.exists() and (tmp_path / "triton.log.1").read_text() == "run 1\n"
+
+
+def test_servers_started_before_the_orchestrator_never_take_its_ports(monkeypatch) -> None:
+    from stack import ports
+
+    handed_out = iter([8000, 8000, 50051, 41234])
+    monkeypatch.setattr(ports.socket.socket, "getsockname", lambda self: ("127.0.0.1", next(handed_out)))
+    assert ports.free_port(avoid={8000, 50051}) == 41234
