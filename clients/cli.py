@@ -215,7 +215,11 @@ def sweep(
                                                     driver, perf_window_requests))
         except (sweeping.SweepError, PerfError, ValueError) as error:
             raise fail(str(error), 1) from None
-    result = sweeping.result(model, points, at, p99_ms)
+    from clients.ceiling import WORK, ceiling
+
+    batch_cost = ceiling(model, max(int_list(max_batch, "--max-batch")), workload(mix, file, seed + 1)) \
+        if model in WORK else None
+    result = sweeping.result(model, points, at, p99_ms, batch_cost)
     best, baseline = sweeping.choose(points, at, p99_ms)
     out.print(sweeping.points_table(points, best, p99_ms))
     if best is None:
@@ -225,6 +229,9 @@ def sweep(
         out.print(f"best at concurrency {at}: [bold]{best.config.label}[/] {result['best_rps']:.1f} req/s, "
                   f"unbatched ({baseline.config.label}) {result['unbatched_rps']:.1f} req/s{paired}: "
                   f"gain {result['batching_gain']}x")
+        if batch_cost:
+            out.print(f"the model's own batch-cost ceiling here: {batch_cost['ceiling']}x (per item at batch 1 over "
+                      f"batch {batch_cost['largest_batch']}); gain over ceiling {result['gain_over_ceiling']}")
     if plot:
         from clients.plots import sweep_plot
 

@@ -220,9 +220,11 @@ def choose(points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> t
     return best, baseline
 
 
-def result(model: str, points: Sequence[Point], concurrency: int, p99_budget_ms: float) -> dict:
+def result(model: str, points: Sequence[Point], concurrency: int, p99_budget_ms: float,
+           batch_cost: dict | None = None) -> dict:
     """The sweep's verdict as one JSON-able dict (the `--json` line). With confirmation rounds, the rps and p99
-    figures are the medians of the paired re-measurements; the sweep's own numbers stay in `points`."""
+    figures are the medians of the paired re-measurements; the sweep's own numbers stay in `points`. With the
+    model's batch-cost ceiling (clients.ceiling), `gain_over_ceiling` is the gain as a share of it."""
     best, baseline = choose(points, concurrency, p99_budget_ms)
     best_rps, unbatched_rps = (best.rps if best else None), (baseline.rps if baseline else None)
     best_p99, unbatched_p99 = (best.p99_ms if best else None), (baseline.p99_ms if baseline else None)
@@ -249,6 +251,9 @@ def result(model: str, points: Sequence[Point], concurrency: int, p99_budget_ms:
         "unbatched_rps": unbatched_rps,
         "unbatched_p99_ms": unbatched_p99,
         "batching_gain": round(best_rps / unbatched_rps, 2) if best_rps and unbatched_rps else None,
+        "batch_cost": batch_cost,
+        "gain_over_ceiling": round(best_rps / unbatched_rps / batch_cost["ceiling"], 2)
+        if best_rps and unbatched_rps and batch_cost else None,
         "confirmed": confirmed,
         "where_time_goes": {
             "best": best.summary["server"] if best else None,

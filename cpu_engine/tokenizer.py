@@ -24,14 +24,28 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False).ids
 
 
-def encode_prompt(tokenizer: Tokenizer, prompts: list[str]) -> list[int]:
-    """The ids of a request's `text_input`: exactly one non-empty prompt, or a ValueError naming the input."""
+def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """`encode` for many texts in one call (the tokenizer's batch path), in order."""
+    return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def single_prompt(prompts: list[str]) -> str:
+    """A request's `text_input`: exactly one string, or a ValueError naming the input."""
     if len(prompts) != 1:
         raise ValueError(f"text_input: expected one string per request, got {len(prompts)}")
-    ids = encode(tokenizer, prompts[0])
+    return prompts[0]
+
+
+def prompt_ids(ids: list[int]) -> list[int]:
+    """A prompt's ids, refused when the prompt encodes to nothing."""
     if not ids:
         raise ValueError("text_input: the prompt is empty")
     return ids
+
+
+def encode_prompt(tokenizer: Tokenizer, prompts: list[str]) -> list[int]:
+    """The ids of a request's `text_input`: exactly one non-empty prompt, or a ValueError naming the input."""
+    return prompt_ids(encode(tokenizer, single_prompt(prompts)))
 
 
 def word_list(tokenizer: Tokenizer, words: list[str]) -> np.ndarray:

@@ -165,6 +165,17 @@ def test_best_is_fastest_within_budget_against_unbatched() -> None:
     confirmed = result("embedding", points + again, 32, 200.0)
     assert confirmed["best_config"] == verdict["best_config"]
     assert (confirmed["best_rps"], confirmed["unbatched_rps"], confirmed["batching_gain"]) == (210, 85, 2.47)
+    # Against the model's own batch-cost ceiling: the share of what the hardware allows.
+    assert result("embedding", points, 32, 200.0, {"ceiling": 5.0})["gain_over_ceiling"] == 0.5
+    assert verdict["gain_over_ceiling"] is None
+
+
+def test_the_batch_cost_ceiling_is_per_item_cost_at_one_over_at_the_largest_batch() -> None:
+    from clients.ceiling import per_item_ms
+
+    costs = per_item_ms(lambda batch: time.sleep(0.002 + 0.0005 * len(batch)),
+                        GeneratedWorkload(parse_mix("fresh=1"), seed=1), (1, 8), rounds=3)
+    assert costs[1] > 2 * costs[8]  # a fixed cost per call is what batching amortises
 
 
 # --- perf CSV ---------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Triton Python model: text_input → input_ids, stop/bad words → upstream's [2, L] word lists."""
+"""Triton Python model: text_input → input_ids, stop/bad words → upstream's [2, L] word lists.
+
+The prompts of all requests in one execute() (what Triton's dynamic batcher merged) are tokenized in one batch
+encode; a request whose prompt is malformed gets its own error and does not fail the others."""
 
 import json
 
@@ -29,17 +32,27 @@ class TritonPythonModel:
         self.pad_id = self.tokenizer.token_to_id(parameters["pad_token"]["string_value"])
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
+        prompts, problems = {}, {}
+        for index, request in enumerate(requests):
             try:
-                responses.append(pb_utils.InferenceResponse(output_tensors=self._preprocess(request)))
+                prompts[index] = tokenizer.single_prompt(_strings(request, "QUERY"))
+            except (ValueError, UnicodeDecodeError) as error:
+                problems[index] = error
+        # Every request the dynamic batcher merged into this call is tokenized in one batch encode.
+        ids = dict(zip(prompts, tokenizer.encode_batch(self.tokenizer, list(prompts.values())), strict=True))
+        responses = []
+        for index, request in enumerate(requests):
+            try:
+                if index in problems:
+                    raise problems[index]
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=self._preprocess(request, tokenizer.prompt_ids(ids[index]))))
             except (ValueError, UnicodeDecodeError) as error:
                 responses.append(pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"preprocessing: {error}", pb_utils.TritonError.INVALID_ARG)))
         return responses
 
-    def _preprocess(self, request):
-        ids = tokenizer.encode_prompt(self.tokenizer, _strings(request, "QUERY"))
+    def _preprocess(self, request, ids: list[int]):
         output_len = pb_utils.get_input_tensor_by_name(request, "REQUEST_OUTPUT_LEN").as_numpy().reshape(-1)
         tensors = {
             "INPUT_ID": np.array([ids], dtype=np.int32),
