@@ -58,8 +58,6 @@ class EngineConfig:
     #: Prompt tokens per llama.cpp batch when chunked context is on.
     chunk_tokens: int
     stats_check_period_ms: int
-    #: How often a running request checks whether its client cancelled it (upstream's parameter and default).
-    cancellation_check_period_ms: int
 
     @property
     def inflight(self) -> bool:
@@ -131,7 +129,6 @@ class EngineConfig:
             poll=integer("cpu_poll", DEFAULT_POLL, 0),
             chunk_tokens=integer("cpu_chunk_tokens", 512, 1),
             stats_check_period_ms=integer("stats_check_period_ms", 100, 1),
-            cancellation_check_period_ms=integer("cancellation_check_period_ms", 100, 1),
         )
         if config.slot_context_tokens < config.tokens_per_block:
             raise ConfigError(f"max_tokens_in_paged_kv_cache={config.kv_cache_tokens} leaves less than one block "

@@ -50,20 +50,9 @@ class Job:
     outputs: tuple[str, ...] = ()
     #: Set by a `stop` request with the same request id (upstream's way to cancel from another caller).
     stopped: threading.Event = field(default_factory=threading.Event)
-    #: How often the client's cancellation is asked for (`cancellation_check_period_ms`, upstream's parameter
-    #: and default): each ask is a round trip from the stub to Triton, not needed on every token.
-    check_period_s: float = 0.1
-    _checked_at: float = 0.0
-    _client_cancelled: bool = False
 
     def cancelled(self) -> bool:
-        if self.stopped.is_set() or self._client_cancelled:
-            return True
-        now = time.monotonic()
-        if now - self._checked_at >= self.check_period_s:
-            self._checked_at = now
-            self._client_cancelled = self.sender.is_cancelled()
-        return self._client_cancelled
+        return self.stopped.is_set() or self.sender.is_cancelled()
 
 
 def _int32(value) -> np.ndarray:
@@ -126,8 +115,7 @@ class TritonPythonModel:
                 _error(sender, f"Error encountered while populating response: {error}",
                        pb_utils.TritonError.INTERNAL)
                 continue
-            job = Job(generation, sender, arrival_ns, request.request_id(), outputs,
-                      check_period_s=self.config.cancellation_check_period_ms / 1000)
+            job = Job(generation, sender, arrival_ns, request.request_id(), outputs)
             if job.request_id:
                 with self._jobs_lock:
                     self._jobs[job.request_id] = job

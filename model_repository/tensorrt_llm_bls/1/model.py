@@ -10,7 +10,6 @@ tensorrt_llm config at render time.
 
 import json
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -22,8 +21,6 @@ from cpu_engine.detokenize import IncrementalDetokenizer
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 #: Summed over the engine responses a BLS response covers (upstream counts the tokens of each response).
 COUNTED = "num_output_tokens"
-#: How often a running request asks whether its client cancelled (as tensorrt_llm's cancellation_check_period_ms).
-CANCEL_CHECK_PERIOD_S = 0.1
 
 
 def _strings(request, name):
@@ -61,14 +58,11 @@ class TritonPythonModel:
         streaming = bool(_scalar(request, "stream", False))
         detokenizer = IncrementalDetokenizer(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         passthrough, parts = {}, []
-        stop_sent, checked_at = False, 0.0
+        stop_sent = False
         for response in engine_request.exec(decoupled=True):
-            # Asking whether the client left is a round trip to Triton: at most every CANCEL_CHECK_PERIOD_S.
-            if not stop_sent and time.monotonic() - checked_at >= CANCEL_CHECK_PERIOD_S:
-                checked_at = time.monotonic()
-                if sender.is_cancelled():
-                    self._stop(engine_request_id)
-                    stop_sent = True
+            if sender.is_cancelled() and not stop_sent:
+                self._stop(engine_request_id)
+                stop_sent = True
             if stop_sent:
                 continue
             if response.has_error():
