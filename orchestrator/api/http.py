@@ -156,6 +156,8 @@ async def _server_sent_events(first: StreamChunk, chunks: AsyncIterator[StreamCh
                     yield _event(payload)
             yield "data: [DONE]\n\n"
     except Exception as exc:
+        log.warning("stream ended by an error after it started: %s: %s", type(exc).__name__, exc,
+                    exc_info=not isinstance(exc, OrchestratorError))
         yield _event(http_status_and_body(exc)[1])
     finally:
         await close_stream(chunks)
