@@ -98,6 +98,12 @@ class TritonSettings(BaseModel):
     #: Bounded loads' c: a replica already carrying ceil(c x (in flight + 1) / healthy replicas) requests is
     #: passed over for the least-loaded one; null: affinity whatever the load.
     routing_load_factor: float | None = Field(default=1.25, ge=1.0)
+    #: Share where each prefix was last computed through Redis (orchestrator/backends/placements.py): a prefix
+    #: a replica holds goes back to it, one that none holds goes to the least-loaded replica. Off, or while
+    #: Redis is unavailable: rendezvous hashing with the bound above.
+    routing_placements: bool = True
+    #: How long a placement is trusted: about as long as a replica keeps unused KV blocks under load.
+    routing_placement_ttl_s: float = Field(default=600.0, gt=0)
     #: Requests in flight on one replica from which it also counts as full, whatever the others carry (e.g. the
     #: engine's max batch size); null: only the relative bound.
     replica_max_in_flight: int | None = Field(default=None, ge=1)

@@ -21,7 +21,7 @@ SINGLEFLIGHT_JOINED = Counter("orchestrator_singleflight_joined_total",
                               "Requests that joined an identical in-flight generation instead of calling the "
                               "backend")
 REDIS_ERRORS = Counter("orchestrator_redis_errors_total",
-                       "Redis operations that failed (the request went on without the cache)", ["operation"])
+                       "Redis operations that failed (the request went on without the cache or the routing table)", ["operation"])
 SEMANTIC_ERRORS = Counter("orchestrator_semantic_errors_total",
                           "Semantic-layer operations that failed (the request went on without it)", ["operation"])
 BACKEND_REQUESTS = Counter("orchestrator_backend_requests_total", "Generations sent to Triton, by outcome",

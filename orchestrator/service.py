@@ -100,6 +100,7 @@ class CachedLLMService:
     async def create(cls, settings: Settings) -> CachedLLMService:
         """Connect Redis and Triton and build the layers (the semantic layer from its own module)."""
         from orchestrator.backends.embedder import TritonEmbedder
+        from orchestrator.backends.placements import PrefixPlacements
         from orchestrator.backends.replicated_llm import llm_backend
         from orchestrator.cache.semantic import build_semantic_layer
 
@@ -108,7 +109,9 @@ class CachedLLMService:
                            settings.redis.retry_after_s)
         embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
                                   timeout_s=settings.triton.unary_timeout_s)
-        service = cls(settings, exact, llm_backend(settings.triton, settings.model), embedder=embedder,
+        placements = (PrefixPlacements(redis, settings.redis.key_prefix, settings.triton.routing_placement_ttl_s,
+                                       settings.redis.retry_after_s) if settings.triton.routing_placements else None)
+        service = cls(settings, exact, llm_backend(settings.triton, settings.model, placements), embedder=embedder,
                       semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
         await service.semantic.available()
         return service

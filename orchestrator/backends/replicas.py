@@ -26,6 +26,12 @@ others idle. `max_in_flight` optionally caps every replica in absolute terms as 
 batch size); when every healthy replica is at that cap, the least-loaded one takes the request (Triton
 queues it). Each orchestrator pod counts only its own requests, so the bound holds per pod.
 
+With a table of prefix placements (orchestrator/backends/placements.py, shared by the pods through Redis) the
+router knows more than the hash: `pick(prompt, placement=...)` sends a prefix that a replica holds back to that
+replica (within the bound), and a prefix that no replica holds to the least-loaded replica (ties broken by
+rank), since there is nothing to reuse. Without the table (`placement=None`: none configured, or Redis
+unavailable) routing is the rendezvous hashing above.
+
 The `round_robin` policy ignores prompts and loads: each request goes to the next healthy replica (the
 baseline that scripts/bench/prefix_routing.py measures affinity against).
 
@@ -52,6 +58,7 @@ from typing import Literal, get_args
 from tritonclient.grpc import aio as grpcclient
 
 from orchestrator import metrics
+from orchestrator.backends.placements import Placement
 from orchestrator.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -72,9 +79,10 @@ class NoReplicaAvailable(BackendUnavailable):
 class Route(str, Enum):
     """Why a replica was chosen (counted in `ReplicaRouter.decisions` and the routed-requests metric)."""
 
-    AFFINITY = "affinity"  # the best-ranked replica of all
+    AFFINITY = "affinity"  # the replica holding the prefix (placement), or else the best-ranked replica of all
+    NEW_PREFIX = "new_prefix"  # no healthy replica holds the prefix (placement): the least-loaded one
     FAILOVER = "failover"  # the best-ranked one was down (or already failed this request): the best-ranked healthy one
-    OVERFLOW = "overflow"  # the preferred replica was over its bound: the least-loaded one within it
+    OVERFLOW = "overflow"  # the holder or preferred replica was over its bound: the least-loaded one within it
     ALL_SATURATED = "all_saturated"  # every healthy replica was at max_in_flight: the least-loaded one
     ROUND_ROBIN = "round_robin"  # the round_robin policy's next replica
 
@@ -190,9 +198,10 @@ class ReplicaRouter:
         """At `max_in_flight`, whatever the others carry."""
         return self.max_in_flight is not None and replica.in_flight >= self.max_in_flight
 
-    def pick(self, prompt: str, exclude: Collection[str] = ()) -> Replica:
+    def pick(self, prompt: str, exclude: Collection[str] = (), placement: Placement | None = None) -> Replica:
         """Choose a replica for `prompt` (none of the urls in `exclude`) and count the request in flight there;
-        `release` it when done."""
+        `release` it when done. `placement` is what the shared table says about the prompt's prefix (None:
+        no table to ask)."""
         candidates = [replica for replica in self.replicas if replica.healthy and replica.url not in exclude]
         if not candidates:
             known = ", ".join(self._by_url) or "none known yet"
@@ -201,14 +210,15 @@ class ReplicaRouter:
             chosen, route = candidates[self._turn % len(candidates)], Route.ROUND_ROBIN
             self._turn += 1
         else:
-            chosen, route = self._by_affinity(prompt, candidates)
+            chosen, route = self._by_affinity(prompt, candidates, placement)
         chosen.in_flight += 1
         self.decisions[route] += 1
         metrics.TRITON_REPLICA_ROUTED.labels(chosen.url, route.value).inc()
         metrics.TRITON_REPLICA_IN_FLIGHT.labels(chosen.url).set(chosen.in_flight)
         return chosen
 
-    def _by_affinity(self, prompt: str, candidates: list[Replica]) -> tuple[Replica, Route]:
+    def _by_affinity(self, prompt: str, candidates: list[Replica],
+                     placement: Placement | None) -> tuple[Replica, Route]:
         ranked = self.ranking(prompt)
         allowed = set(map(id, candidates))
         ordered = [replica for replica in ranked if id(replica) in allowed]
@@ -217,13 +227,20 @@ class ReplicaRouter:
         def within(replica: Replica) -> bool:
             return not self.saturated(replica) and (bound is None or replica.in_flight < bound)
 
-        preferred = ordered[0]
-        if within(preferred):
-            return preferred, Route.AFFINITY if preferred is ranked[0] else Route.FAILOVER
         room = [replica for replica in ordered if within(replica)]
         # min() keeps the first of equals: ties go to the better-ranked replica.
-        chosen = min(room or ordered, key=lambda replica: replica.in_flight)
-        return chosen, Route.OVERFLOW if room else Route.ALL_SATURATED
+        least_loaded = min(room or ordered, key=lambda replica: replica.in_flight)
+        if placement is not None:
+            holder = next((replica for replica in ordered if replica.url == placement.url), None)
+            if holder is None:  # no replica (in the set, healthy) holds the prefix: balance is all that counts
+                return least_loaded, Route.NEW_PREFIX
+            if within(holder):
+                return holder, Route.AFFINITY
+        else:
+            preferred = ordered[0]
+            if within(preferred):
+                return preferred, Route.AFFINITY if preferred is ranked[0] else Route.FAILOVER
+        return least_loaded, Route.OVERFLOW if room else Route.ALL_SATURATED
 
     def release(self, replica: Replica) -> None:
         """The request picked for `replica` has finished (completed, failed or cancelled)."""

@@ -10,7 +10,9 @@
 - each replica has its own `TritonLLM` with its own gRPC channel, so everything `TritonLLM` does for a
   generation (stopping an abandoned one by request id and reading it to its end in the background) happens on
   the replica that holds it;
-- `ReplicaRouter` chooses the replica per request (prefix affinity with bounded loads, or round-robin);
+- `ReplicaRouter` chooses the replica per request (prefix affinity with bounded loads, or round-robin),
+  told by `PrefixPlacements` (a table in Redis that every pod shares) which replica holds the prompt's prefix,
+  if any; the replica chosen is written back to the table;
 - `ReplicaHealthChecker` probes server and model readiness every `triton.health_interval_s` on each replica's
   own channel and takes a replica out of the set until it answers ready again; a call that finds a replica
   unreachable (BackendUnavailable) marks it down at once and, when nothing has been streamed yet, is sent to
@@ -30,12 +32,14 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.grpc import aio as grpcclient
 
 from orchestrator import metrics
+from orchestrator.backends.placements import PrefixPlacements
 from orchestrator.backends.replicas import (
     DnsReplicas,
     NoReplicaAvailable,
     ReplicaHealthChecker,
     ReplicaRouter,
     Resolver,
+    prefix_key,
     resolve_ipv4,
 )
 from orchestrator.backends.triton_llm import BackendDelta, TritonLLM
@@ -46,11 +50,12 @@ from orchestrator.schemas import SamplingParams
 log = logging.getLogger(__name__)
 
 
-def llm_backend(settings: TritonSettings, model: ModelSettings) -> TritonLLM | ReplicatedLLM:
+def llm_backend(settings: TritonSettings, model: ModelSettings,
+                placements: PrefixPlacements | None = None) -> TritonLLM | ReplicatedLLM:
     """The service's LLM backend: one `TritonLLM` on `settings.url`, or a `ReplicatedLLM` when a replica set is
-    configured."""
+    configured (routing with `placements` when given)."""
     if settings.replicas or settings.replicas_dns:
-        return ReplicatedLLM(settings, model)
+        return ReplicatedLLM(settings, model, placements=placements)
     return TritonLLM(settings, model)
 
 
@@ -77,7 +82,8 @@ class ReplicatedLLM:
     explicitly."""
 
     def __init__(self, settings: TritonSettings, model: ModelSettings, *, resolver: Resolver = resolve_ipv4,
-                 llm_factory: Callable[[str], TritonLLM] | None = None) -> None:
+                 llm_factory: Callable[[str], TritonLLM] | None = None,
+                 placements: PrefixPlacements | None = None) -> None:
         if not (settings.replicas or settings.replicas_dns):
             raise ValueError("ReplicatedLLM needs triton.replicas or triton.replicas_dns")
         self.settings = settings
@@ -87,6 +93,7 @@ class ReplicatedLLM:
                                     max_in_flight=settings.replica_max_in_flight,
                                     prefix_chars=settings.routing_prefix_chars)
         self.dns = DnsReplicas(settings.replicas_dns, resolver) if settings.replicas_dns else None
+        self.placements = placements if settings.routing == "affinity" else None
         self._llm_factory = llm_factory or self._new_llm
         #: One TritonLLM per replica in the set, or that left it with generations still running.
         self.llms: dict[str, TritonLLM] = {}
@@ -97,6 +104,8 @@ class ReplicatedLLM:
         self._starting: asyncio.Future[None] | None = None
         self._dns_task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task] = set()
+        #: Placements being written (in the background: a request does not wait for Redis to store one).
+        self._recording: set[asyncio.Task] = set()
         self._sync_llms()
 
     def _new_llm(self, url: str) -> TritonLLM:
@@ -168,9 +177,15 @@ class ReplicatedLLM:
             self._dns_task = None
         await self.health.aclose()
         llms, self.llms = list(self.llms.values()), {}
-        await asyncio.gather(*(llm.aclose() for llm in llms), *self._closing)
+        await asyncio.gather(*(llm.aclose() for llm in llms), *self._closing, *self._recording)
 
     # Generation --------------------------------------------------------------------------------------------------
+
+    def _record(self, prefix: bytes, url: str) -> None:
+        if self.placements is not None:
+            task = asyncio.get_running_loop().create_task(self.placements.record(prefix, url))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
 
     async def stream(self, prompt: str, params: SamplingParams, request_id: str = "") -> AsyncIterator[BackendDelta]:
         """`TritonLLM.stream` on the replica the router picks. A replica found unreachable is marked down; the
@@ -179,14 +194,17 @@ class ReplicatedLLM:
         await self._started()
         tried: set[str] = set()
         failure: BackendUnavailable | None = None
+        prefix = prefix_key(prompt, self.router.prefix_chars)
+        placement = await self.placements.lookup(prefix) if self.placements is not None else None
         while True:
             try:
-                replica = self.router.pick(prompt, exclude=tried)
+                replica = self.router.pick(prompt, exclude=tried, placement=placement)
             except NoReplicaAvailable as error:
                 if failure is not None:  # already counted by the replica's TritonLLM
                     raise failure from error
                 metrics.BACKEND_REQUESTS.labels("BackendUnavailable").inc()
                 raise
+            self._record(prefix, replica.url)
             streamed = False
             try:
                 async with contextlib.aclosing(self.llms[replica.url].stream(prompt, params, request_id)) as deltas:

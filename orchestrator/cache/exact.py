@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -25,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from orchestrator import metrics
+from orchestrator.breaker import RedisBreaker
 from orchestrator.cache.scan import glob_escape, scan_batches, unlink_matching
 from orchestrator.cache.types import CachedAnswer, pack_answer, unpack_answer
 from orchestrator.config import RedisSettings
@@ -65,9 +65,8 @@ class ExactCache:
         self.client = client
         self.prefix = prefix
         self.max_entry_bytes = max_entry_bytes
-        self.retry_after_s = retry_after_s
+        self._breaker = RedisBreaker(retry_after_s, "serving without the cache")
         self._get_script = client.register_script(GET_SCRIPT)
-        self._skip_until = 0.0
 
     # Keys -------------------------------------------------------------------------------------------------------
 
@@ -86,20 +85,7 @@ class ExactCache:
     @property
     def available(self) -> bool:
         """False while skipping Redis after an error."""
-        return time.monotonic() >= self._skip_until
-
-    async def _soft(self, operation: str, call: Callable[[], Awaitable[T]], default: T) -> T:
-        """Run a Redis call for a request; on failure return `default` and skip Redis for a while."""
-        if not self.available:
-            return default
-        try:
-            return await call()
-        except (RedisError, OSError, asyncio.TimeoutError) as error:
-            metrics.REDIS_ERRORS.labels(operation).inc()
-            self._skip_until = time.monotonic() + self.retry_after_s
-            log.warning("redis %s failed (%s: %s); serving without the cache for %.1f s", operation,
-                        type(error).__name__, error, self.retry_after_s)
-            return default
+        return self._breaker.available
 
     async def _hard(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run an administrative Redis call; failure is the caller's error (503), not a silent no-op."""
@@ -115,13 +101,13 @@ class ExactCache:
         """The stored answer, counting the hit; None on a miss or when Redis is unavailable. A damaged entry, or
         one that belongs to another key (copied there), is deleted and is a miss."""
         keys = [self.entry_key(tenant, namespace, key), self.stats_key(tenant)]
-        data = await self._soft("get", lambda: self._get_script(keys=keys), None)
+        data = await self._breaker.call("get", lambda: self._get_script(keys=keys), None)
         if data is None:
             return None
         answer = unpack_answer(data)
         if answer is None or answer.key != key:
             log.warning("deleted a damaged or misplaced exact-cache entry (tenant %s)", tenant)
-            await self._soft("delete", lambda: self.client.unlink(keys[0]), None)
+            await self._breaker.call("delete", lambda: self.client.unlink(keys[0]), None)
             return None
         return answer
 
@@ -149,7 +135,7 @@ class ExactCache:
                 await pipe.execute()
             return True
 
-        return await self._soft("set", write, False)
+        return await self._breaker.call("set", write, False)
 
     async def record(self, tenant: str, outcome: str, tokens: int = 0) -> None:
         """Count a semantic hit or a miss in the tenant's stats (exact hits are counted by get())."""
@@ -160,7 +146,7 @@ class ExactCache:
                     pipe.hincrby(self.stats_key(tenant), "tokens_saved", tokens)
                 await pipe.execute()
 
-        await self._soft("record", write, None)
+        await self._breaker.call("record", write, None)
 
     # Administration ---------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from orchestrator import metrics
+from orchestrator.backends.placements import Placement
 from orchestrator.backends.replicas import (
     DnsReplicas,
     NoReplicaAvailable,
@@ -213,6 +214,41 @@ def test_bounded_loads_spill_a_hot_prefix_and_keep_every_replica_within_the_boun
     while other.in_flight:
         router.release(other)
     assert router.pick(prompt) is preferred
+
+
+def test_a_placed_prefix_goes_back_to_its_holder_within_the_bound_even_against_the_hash() -> None:
+    router = ReplicaRouter(URLS[:2], load_factor=1.25)
+    prompt = "a long shared document " * 60
+    preferred, other = router.ranking(prompt)
+    held_by_other = Placement(other.url)
+    assert [router.pick(prompt, placement=held_by_other) for _ in range(2)] == [other, other]
+    # A third would carry 3 > ceil(1.25 * 3 / 2) = 2: the least-loaded replica takes it.
+    assert router.pick(prompt, placement=held_by_other) is preferred
+    assert router.decisions == Counter({Route.AFFINITY: 2, Route.OVERFLOW: 1})
+
+
+def test_a_prefix_no_replica_holds_goes_to_the_least_loaded_and_ties_by_rank() -> None:
+    router = ReplicaRouter(URLS[:2], load_factor=1.25)
+    prompt = "a prompt that shares nothing " * 60
+    preferred, other = router.ranking(prompt)
+    new = Placement(None)
+    assert router.pick(prompt, placement=new) is preferred  # equal loads: the rank decides
+    # Hashing alone would stack the second on the preferred replica (within ceil(1.25 * 2 / 2) = 2)...
+    assert router.pick(prompt) is preferred
+    router.release(preferred)
+    # ...a prefix known to be new balances instead.
+    assert router.pick(prompt, placement=new) is other
+    assert router.decisions == Counter({Route.NEW_PREFIX: 2, Route.AFFINITY: 1})
+
+
+def test_a_placement_on_a_replica_that_is_down_or_gone_counts_as_new() -> None:
+    router = ReplicaRouter(URLS, load_factor=1.25)
+    prompt = "document " * 200
+    holder = router.ranking(prompt)[1]
+    router.mark_down(holder)
+    chosen = router.pick(prompt, placement=Placement(holder.url))
+    assert chosen is not holder and router.decisions == Counter({Route.NEW_PREFIX: 1})
+    assert router.pick(prompt, placement=Placement("10.9.9.9:8001")) is not holder
 
 
 def test_without_a_load_factor_affinity_ignores_load() -> None:

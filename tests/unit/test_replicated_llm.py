@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 from prometheus_client import REGISTRY
 
+from orchestrator.backends.placements import Placement
 from orchestrator.backends.replicas import NoReplicaAvailable, Route
 from orchestrator.backends.replicated_llm import ReplicatedLLM, channel_args, llm_backend
 from orchestrator.backends.triton_llm import TritonLLM
@@ -63,8 +64,23 @@ class Fleet:
         return TritonLLM(TritonSettings(url=url, connect_retries=0), ModelSettings(), client=client)
 
 
-def replicated(fleet: Fleet, resolver=None, **settings) -> ReplicatedLLM:
-    return ReplicatedLLM(TritonSettings(**settings), ModelSettings(), llm_factory=fleet, resolver=resolver or _no_dns)
+class Table:
+    """PrefixPlacements in a dict (None from lookup while `down`, like a Redis that fails)."""
+
+    def __init__(self) -> None:
+        self.placements: dict[bytes, str] = {}
+        self.down = False
+
+    async def lookup(self, prefix: bytes) -> Placement | None:
+        return None if self.down else Placement(self.placements.get(prefix))
+
+    async def record(self, prefix: bytes, url: str) -> None:
+        self.placements[prefix] = url
+
+
+def replicated(fleet: Fleet, resolver=None, placements: Table | None = None, **settings) -> ReplicatedLLM:
+    return ReplicatedLLM(TritonSettings(**settings), ModelSettings(), llm_factory=fleet, resolver=resolver or _no_dns,
+                         placements=placements)
 
 
 async def _no_dns(host: str, port: int) -> list[str]:
@@ -103,6 +119,25 @@ async def test_a_shared_prefix_goes_to_one_replica_on_its_own_channel() -> None:
     assert all(r.in_flight == 0 for r in backend.router.replicas)
     await backend.aclose()
     assert fleet.clients[A].closed and fleet.clients[B].closed
+
+
+async def test_pods_sharing_the_placement_table_follow_the_replica_that_computed_a_prefix() -> None:
+    table = Table()
+    fleet = Fleet(**{A: ReplicaClient(*[OK] * 4), B: ReplicaClient(*[OK] * 4)})
+    first, second = replicated(fleet, placements=table, replicas=[A, B]), replicated(fleet, placements=table,
+                                                                                        replicas=[A, B])
+    document = prompt_for(first, A)
+    busy = first.router.pick(prompt_for(first, B))  # the first pod has a generation on B already
+    assert await text(first, document + "Q1") == "ok"  # a new prefix: the least-loaded replica, A
+    first.router.release(busy)
+    assert list(table.placements.values()) == [A]
+    table.placements[next(iter(table.placements))] = B  # say B computed it (e.g. A was busy then)
+    assert await text(second, document + "Q2") == "ok"  # the other pod follows the table, against the hash
+    assert second.router.decisions == {Route.AFFINITY: 1} and len(fleet.clients[B].streams) == 1
+    table.down = True  # no table: rendezvous hashing, as without placements
+    assert await text(second, document + "Q3") == "ok"
+    assert len(fleet.clients[A].streams) == 2
+    await asyncio.gather(first.aclose(), second.aclose())
 
 
 async def test_an_abandoned_generation_is_stopped_on_the_replica_that_holds_it() -> None:
