@@ -10,9 +10,10 @@ same code, one setting apart). The client spreads requests over the two orchestr
 the replicas, so the fleet as a whole alternates exactly, round-robin's best case (alternating single requests
 would send consecutive ones to the same replica). Affinity does not care which orchestrator gets a request.
 The cache is off (ORCH_CACHE__ENABLED=false, no semantic layer), so every request goes through the service to
-Triton; one Valkey serves all four orchestrators (their readiness needs Redis). Each policy has its own
-Tritons, so neither sees KV blocks the other computed; all eight servers stay up for the whole run and only
-one policy's are busy at a time.
+Triton; one Valkey serves all four orchestrators (their readiness needs Redis, and the affinity pods share
+their table of prefix placements there, as deployed; `--no-placements` routes by rendezvous hashing alone).
+Each policy has its own Tritons, so neither sees KV blocks the other computed; all eight servers stay up for
+the whole run and only one policy's are busy at a time.
 
 Workloads, over gRPC GenerateStream (TTFT measured by the client: the first chunk with text):
 - shared prefixes: `--groups` documents of ~`--prefix-tokens` tokens as system prompts, each asked
@@ -148,7 +149,7 @@ class Deployment:
 
 
 def deploy(stack: ExitStack, policy: str, repository: Path, redis_url: str, log_dir: Path,
-           load_factor: str | None) -> Deployment:
+           load_factor: str | None, placements: bool) -> Deployment:
     tritons = [stack.enter_context(TritonServer(repository, model_control_mode="explicit", load_models=LLM_MODELS,
                                                 log_path=log_dir / f"triton-{policy}-{i}.log")) for i in range(2)]
     urls = [triton.grpc_url for triton in tritons]
@@ -157,6 +158,8 @@ def deploy(stack: ExitStack, policy: str, repository: Path, redis_url: str, log_
            "ORCH_REDIS__KEY_PREFIX": f"bench-routing-{policy}"}
     if load_factor is not None:
         env["ORCH_TRITON__ROUTING_LOAD_FACTOR"] = load_factor
+    if not placements:
+        env["ORCH_TRITON__ROUTING_PLACEMENTS"] = "false"
     orchestrators = [stack.enter_context(OrchestratorProcess(urls[0], redis_url, env=env,
                                                              log_path=log_dir / f"orchestrator-{policy}-{i}.log"))
                      for i in range(2)]
@@ -269,18 +272,20 @@ async def measure(deployments: dict[str, Deployment], args: argparse.Namespace) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--groups", type=int, default=8, help="shared-prefix workload: distinct documents")
+    parser.add_argument("--groups", type=int, default=12, help="shared-prefix workload: distinct documents")
     parser.add_argument("--questions", type=int, default=3,
                         help="shared-prefix workload: rounds (questions per document)")
     parser.add_argument("--prefix-tokens", type=int, default=400, help="length of each document")
     parser.add_argument("--max-tokens", type=int, default=8, help="tokens generated per shared-prefix request")
     parser.add_argument("--concurrency", type=int, default=2, help="shared-prefix requests in flight")
     parser.add_argument("--distinct", type=int, default=12, help="no-sharing workload: requests per round")
-    parser.add_argument("--distinct-rounds", type=int, default=3)
+    parser.add_argument("--distinct-rounds", type=int, default=4)
     parser.add_argument("--distinct-tokens", type=int, default=150, help="length of each distinct system prompt")
     parser.add_argument("--distinct-max-tokens", type=int, default=16)
     parser.add_argument("--distinct-concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--placements", action=argparse.BooleanOptionalAction, default=True,
+                        help="affinity pods share prefix placements through Valkey (the default setting)")
     parser.add_argument("--load-factor", help="ORCH_TRITON__ROUTING_LOAD_FACTOR for affinity (default: the setting's)")
     args = parser.parse_args()
     started = time.monotonic()
@@ -288,7 +293,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="prefix-routing-") as tmp, ExitStack() as stack:
         repository = render(str(small_profile(Path(tmp) / "cpu-1-thread.toml")), Path(tmp) / "repository")
         valkey = stack.enter_context(ValkeyServer())
-        deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp), args.load_factor)
+        deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp), args.load_factor,
+                                       args.placements)
                        for policy in POLICIES}
         summary = asyncio.run(measure(deployments, args))
     a, r = summary["affinity"], summary["round_robin"]
@@ -304,6 +310,7 @@ def main() -> None:
         "orchestrators_per_policy": 2, "tritons_per_policy": 2, "engine_threads": 1,
         "load_factor": TritonSettings(**({"routing_load_factor": args.load_factor} if args.load_factor else {})
                                       ).routing_load_factor,
+        "placements": args.placements,
         "shared": {"groups": args.groups, "questions": args.questions, "prefix_tokens": args.prefix_tokens,
                    "requests": args.groups * args.questions, "concurrency": args.concurrency,
                    "max_tokens": args.max_tokens},
