@@ -110,7 +110,8 @@ class CachedLLMService:
         embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
                                   timeout_s=settings.triton.unary_timeout_s)
         placements = (PrefixPlacements(redis, settings.redis.key_prefix, settings.triton.routing_placement_ttl_s,
-                                       settings.redis.retry_after_s) if settings.triton.routing_placements else None)
+                                       settings.redis.retry_after_s, settings.triton.routing_prefix_chars)
+                      if settings.triton.routing_placements else None)
         service = cls(settings, exact, llm_backend(settings.triton, settings.model, placements), embedder=embedder,
                       semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
         await service.semantic.available()

@@ -6,56 +6,76 @@ bound splits requests that would reuse a prefix; a loose one piles requests that
 replica while another idles. Both cost throughput or TTFT, and measurably so (docs/benchmarks.md, prefix
 routing). With this table the router knows which case it is in:
 
-- a prefix with a placement goes back to the replica that computed it, within the loose bound;
-- a prefix with none goes to the least-loaded replica: nothing can be reused anywhere, so balance is all.
+- a prompt whose prefix a replica holds goes back to that replica, within the load bound;
+- a prompt with no known prefix goes to the least-loaded replica: nothing can be reused, so balance is all.
 
-Either way the replica chosen is written back, so the next request with that prefix follows it, from any
-pod. Entries expire after `ttl_s`, about as long as a replica's KV blocks survive under load (a stale
-entry costs one prefill, as no affinity would). The table is a hint: while Redis is unavailable the router
-goes back to rendezvous hashing with the bound, and no request waits on it for more than one short timeout.
+Prefixes are keyed at every `BLOCK_CHARS` characters of the prompt up to the routing window (1,024 by
+default), about one 32-token KV block apart, and the longest one found wins. So the next turn of a
+conversation (whose prompt starts with the whole previous one) finds the replica of the turn before, and
+prompts that share a long system prompt meet on one replica, while prompts that share less than a block do not.
+One MGET reads them all, and the replica chosen is written back for every key in one pipeline, off the
+request's path, so the next request with that prefix follows it from any pod. Entries expire after `ttl_s`,
+about as long as a replica's KV blocks survive under load (a stale entry costs one prefill, as no affinity
+would). The table is a hint: while Redis is unavailable the router goes back to rendezvous hashing with the
+bound, and no request waits on it for more than one short timeout.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis.asyncio as aioredis
 
+from orchestrator.backends.replicas import Placement, prefix_key
 from orchestrator.breaker import RedisBreaker
 
+#: ~32 tokens at ~4 characters per token: one KV block (the profiles' tokens_per_block) between keys.
+BLOCK_CHARS = 128
 
-@dataclass(frozen=True)
-class Placement:
-    """What the table says about one prefix: the replica that last computed it, or None when none has
-    recently."""
 
-    url: str | None
+def block_prefixes(prompt: str, window_chars: int) -> list[bytes]:
+    """Keys of the prompt's first 128, 256, ... characters within the window, shortest first."""
+    longest = min(len(prompt), window_chars)
+    return [prefix_key(prompt, length) for length in range(BLOCK_CHARS, longest + 1, BLOCK_CHARS)]
 
 
 class PrefixPlacements:
-    """The shared table: prefix key (replicas.prefix_key) -> replica url, in Redis under
-    `<key_prefix>:route:<hex>` with a TTL."""
+    """The shared table: block prefix key -> replica url, in Redis under `<key_prefix>:route:<hex>` with a TTL."""
 
-    def __init__(self, client: aioredis.Redis, key_prefix: str, ttl_s: float, retry_after_s: float) -> None:
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be positive")
+    def __init__(self, client: aioredis.Redis, key_prefix: str, ttl_s: float, retry_after_s: float,
+                 window_chars: int) -> None:
+        if ttl_s <= 0 or window_chars < 1:
+            raise ValueError("ttl_s and window_chars must be positive")
         self.client = client
         self.key_prefix = key_prefix
         self.ttl_ms = max(1, round(ttl_s * 1000))
+        self.window_chars = window_chars
         self._breaker = RedisBreaker(retry_after_s, "routing without prefix placements")
 
-    def redis_key(self, prefix: bytes) -> str:
-        return f"{self.key_prefix}:route:{prefix.hex()}"
+    def redis_keys(self, prompt: str) -> list[str]:
+        return [f"{self.key_prefix}:route:{key.hex()}" for key in block_prefixes(prompt, self.window_chars)]
 
-    async def lookup(self, prefix: bytes) -> Placement | None:
-        """The prefix's placement, or None when the table cannot be read (route without it)."""
+    async def lookup(self, prompt: str) -> Placement | None:
+        """Where the prompt's longest known prefix was computed, or None when the table cannot be read (route
+        without it)."""
+        keys = self.redis_keys(prompt)
+        if not keys:  # shorter than one block: nothing worth reusing
+            return Placement(None)
+
         async def read() -> Placement:
-            url = await self.client.get(self.redis_key(prefix))
-            return Placement(url.decode() if url is not None else None)
+            urls = await self.client.mget(keys)
+            return Placement(next((url.decode() for url in reversed(urls) if url is not None), None))
 
         return await self._breaker.call("route_lookup", read, None)
 
-    async def record(self, prefix: bytes, url: str) -> None:
-        """`url` has (or is about to have) the prefix's KV blocks."""
-        await self._breaker.call("route_record",
-                                 lambda: self.client.set(self.redis_key(prefix), url, px=self.ttl_ms), None)
+    async def record(self, prompt: str, url: str) -> None:
+        """`url` has (or is about to have) the KV blocks of every prefix of the prompt."""
+        keys = self.redis_keys(prompt)
+        if not keys:
+            return
+
+        async def write() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, url, px=self.ttl_ms)
+                await pipe.execute()
+
+        await self._breaker.call("route_record", write, None)

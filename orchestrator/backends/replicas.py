@@ -58,7 +58,6 @@ from typing import Literal, get_args
 from tritonclient.grpc import aio as grpcclient
 
 from orchestrator import metrics
-from orchestrator.backends.placements import Placement
 from orchestrator.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -85,6 +84,14 @@ class Route(str, Enum):
     OVERFLOW = "overflow"  # the holder or preferred replica was over its bound: the least-loaded one within it
     ALL_SATURATED = "all_saturated"  # every healthy replica was at max_in_flight: the least-loaded one
     ROUND_ROBIN = "round_robin"  # the round_robin policy's next replica
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the shared table (orchestrator/backends/placements.py) says about a prompt: the replica that last
+    computed its longest known prefix, or None when no replica has computed any of it recently."""
+
+    url: str | None
 
 
 @dataclass(eq=False)

@@ -39,7 +39,6 @@ from orchestrator.backends.replicas import (
     ReplicaHealthChecker,
     ReplicaRouter,
     Resolver,
-    prefix_key,
     resolve_ipv4,
 )
 from orchestrator.backends.triton_llm import BackendDelta, TritonLLM
@@ -181,9 +180,9 @@ class ReplicatedLLM:
 
     # Generation --------------------------------------------------------------------------------------------------
 
-    def _record(self, prefix: bytes, url: str) -> None:
+    def _record(self, prompt: str, url: str) -> None:
         if self.placements is not None:
-            task = asyncio.get_running_loop().create_task(self.placements.record(prefix, url))
+            task = asyncio.get_running_loop().create_task(self.placements.record(prompt, url))
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
 
@@ -194,8 +193,7 @@ class ReplicatedLLM:
         await self._started()
         tried: set[str] = set()
         failure: BackendUnavailable | None = None
-        prefix = prefix_key(prompt, self.router.prefix_chars)
-        placement = await self.placements.lookup(prefix) if self.placements is not None else None
+        placement = await self.placements.lookup(prompt) if self.placements is not None else None
         while True:
             try:
                 replica = self.router.pick(prompt, exclude=tried, placement=placement)
@@ -204,7 +202,7 @@ class ReplicatedLLM:
                     raise failure from error
                 metrics.BACKEND_REQUESTS.labels("BackendUnavailable").inc()
                 raise
-            self._record(prefix, replica.url)
+            self._record(prompt, replica.url)
             streamed = False
             try:
                 async with contextlib.aclosing(self.llms[replica.url].stream(prompt, params, request_id)) as deltas:

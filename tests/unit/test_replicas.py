@@ -10,10 +10,10 @@ from collections import Counter
 import pytest
 
 from orchestrator import metrics
-from orchestrator.backends.placements import Placement
 from orchestrator.backends.replicas import (
     DnsReplicas,
     NoReplicaAvailable,
+    Placement,
     ReplicaHealthChecker,
     ReplicaRouter,
     Route,

@@ -12,8 +12,7 @@ import pytest
 from pydantic import ValidationError
 from prometheus_client import REGISTRY
 
-from orchestrator.backends.placements import Placement
-from orchestrator.backends.replicas import NoReplicaAvailable, Route
+from orchestrator.backends.replicas import NoReplicaAvailable, Placement, Route
 from orchestrator.backends.replicated_llm import ReplicatedLLM, channel_args, llm_backend
 from orchestrator.backends.triton_llm import TritonLLM
 from orchestrator.config import ModelSettings, Settings, TritonSettings, UnknownSettingError
@@ -65,17 +64,18 @@ class Fleet:
 
 
 class Table:
-    """PrefixPlacements in a dict (None from lookup while `down`, like a Redis that fails)."""
+    """PrefixPlacements in a dict keyed by the prompt's first 1,024 characters (None from lookup while `down`,
+    like a Redis that fails)."""
 
     def __init__(self) -> None:
-        self.placements: dict[bytes, str] = {}
+        self.placements: dict[str, str] = {}
         self.down = False
 
-    async def lookup(self, prefix: bytes) -> Placement | None:
-        return None if self.down else Placement(self.placements.get(prefix))
+    async def lookup(self, prompt: str) -> Placement | None:
+        return None if self.down else Placement(self.placements.get(prompt[:1024]))
 
-    async def record(self, prefix: bytes, url: str) -> None:
-        self.placements[prefix] = url
+    async def record(self, prompt: str, url: str) -> None:
+        self.placements[prompt[:1024]] = url
 
 
 def replicated(fleet: Fleet, resolver=None, placements: Table | None = None, **settings) -> ReplicatedLLM:
