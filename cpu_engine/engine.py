@@ -48,6 +48,34 @@ class Progress:
     blocks: RequestBlocks
 
 
+def llama_params(config: EngineConfig):
+    """llama.cpp's server parameters for the engine's model, slots, context, threads and polling (an
+    xllamacpp.CommonParams); the caller adds where its HTTP front end listens. Shared with the benchmark that
+    runs llama.cpp's own server on the same settings (scripts/bench/llm_throughput.py)."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = config.model_path
+    params.n_parallel = config.slots
+    params.n_ctx = config.kv_cache_tokens
+    params.n_batch = config.chunk_tokens if config.enable_chunked_context else config.slot_context_tokens
+    params.n_ubatch = min(params.n_batch, 512)
+    params.cpuparams.n_threads = config.threads
+    params.cpuparams_batch.n_threads = config.batch_threads
+    params.cpuparams.poll = config.poll
+    params.cpuparams_batch.poll = config.poll
+    # llama.cpp's CPU flash-attention kernel sums differently for different batch shapes, so a prompt
+    # evaluated in one piece and the same prompt evaluated as cached prefix + suffix could give different
+    # greedy tokens; the plain attention path gave identical outputs in every check here.
+    params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.cache_prompt = config.enable_kv_cache_reuse
+    params.cache_ram_mib = config.host_cache_mib if config.enable_kv_cache_reuse else 0
+    # With a host cache llama.cpp moves an idle slot's KV there when a new task starts; without one that
+    # would simply drop it, so idle slots then keep their KV in place (reusable on the same slot).
+    params.cache_idle_slots = params.cache_ram_mib != 0
+    return params
+
+
 class LlamaEngine:
     def __init__(self, config: EngineConfig, encode_text: Callable[[str], list[int]]) -> None:
         import xllamacpp
@@ -57,25 +85,7 @@ class LlamaEngine:
         self.kv_pool = KvBlockPool(config.max_blocks, config.tokens_per_block)
         self._socket_dir = Path(tempfile.mkdtemp(prefix="cpu-engine-"))
         os.chmod(self._socket_dir, 0o700)
-        params = xllamacpp.CommonParams()
-        params.model.path = config.model_path
-        params.n_parallel = config.slots
-        params.n_ctx = config.kv_cache_tokens
-        params.n_batch = config.chunk_tokens if config.enable_chunked_context else config.slot_context_tokens
-        params.n_ubatch = min(params.n_batch, 512)
-        params.cpuparams.n_threads = config.threads
-        params.cpuparams_batch.n_threads = config.batch_threads
-        params.cpuparams.poll = config.poll
-        params.cpuparams_batch.poll = config.poll
-        # llama.cpp's CPU flash-attention kernel sums differently for different batch shapes, so a prompt
-        # evaluated in one piece and the same prompt evaluated as cached prefix + suffix could give different
-        # greedy tokens; the plain attention path gave identical outputs in every check here.
-        params.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        params.cache_prompt = config.enable_kv_cache_reuse
-        params.cache_ram_mib = config.host_cache_mib if config.enable_kv_cache_reuse else 0
-        # With a host cache llama.cpp moves an idle slot's KV there when a new task starts; without one that
-        # would simply drop it, so idle slots then keep their KV in place (reusable on the same slot).
-        params.cache_idle_slots = params.cache_ram_mib != 0
+        params = llama_params(config)
         params.hostnames = [str(self._socket_dir / "llama.sock")]
         self.api_key = secrets.token_urlsafe(32)
         params.api_keys = [self.api_key]
