@@ -7,6 +7,7 @@ validated like any profile), never by editing rendered config text.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,18 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 def median_ms(samples: list[float]) -> float:
     return round(float(np.median(samples)) * 1000, 1)
+
+
+def session_cpu_s(session_id: int) -> float:
+    """CPU seconds (user + system) used so far by every live process of a session: a ManagedProcess server
+    and its children (Triton's Python stubs), which start_new_session makes one session."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id:  # after "pid (comm)": state ppid pgrp session ... utime(12) stime(13)
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
