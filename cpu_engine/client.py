@@ -17,6 +17,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from model_assets import llm
+
 KV_OUTPUTS = ("kv_cache_reused_blocks", "kv_cache_alloc_new_blocks", "kv_cache_alloc_total_blocks")
 
 
@@ -36,10 +38,10 @@ def tensor(name: str, value, datatype: str | None = None, module=grpcaio) -> obj
     return infer_input
 
 
-#: Asked for on every request, as the orchestrator does: the engine writes KV reuse, timings and token counts
-#: only when asked (cpu_engine/upstream_contract.toml). A caller may turn one off with flag=False.
-REPORT_FLAGS = {"return_perf_metrics": True, "return_num_input_tokens": True, "return_num_output_tokens": True}
-FLAG_TYPES = dict.fromkeys(REPORT_FLAGS, np.bool_)
+#: Asked for on every request, as the orchestrator does (model_assets.llm.REPORT_FLAGS). A caller may turn one
+#: off with flag=False.
+REPORT_FLAGS = dict.fromkeys(llm.REPORT_FLAGS, True)
+FLAG_TYPES = dict.fromkeys(llm.REPORT_FLAGS, np.bool_)
 
 
 def text_inputs(prompt: str, max_tokens: int, stream: bool, **extra) -> list:

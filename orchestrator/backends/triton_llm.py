@@ -30,6 +30,7 @@ from tritonclient.grpc import InferInput, InferResult
 from tritonclient.grpc import aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from model_assets.llm import REPORT_FLAGS
 from orchestrator import metrics
 from orchestrator.config import ModelSettings, TritonSettings
 from orchestrator.errors import BackendTimeout, BackendUnavailable, InvalidRequest, OrchestratorError, Overloaded
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 QUEUE_FULL = re.compile(r"queue (is )?full|maximum queue size|max_queue_size", re.IGNORECASE)
 TIMED_OUT = re.compile(r"time(d)? ?out|deadline", re.IGNORECASE)
 #: The engine refuses what does not fit its context; the message names the input (upstream tensor names).
-#: Request flags that make the engine report KV reuse and token counts.
-REPORT_FLAGS = ("return_perf_metrics", "return_num_input_tokens", "return_num_output_tokens")
 TOO_LONG = re.compile(r"more than fits|exceeds? the (maximum|context)|too long", re.IGNORECASE)
 
 
