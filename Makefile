@@ -1,13 +1,20 @@
 # The commands of the README: `make demo`, `make test` and `make serve`. Everything installs into .venv and .stack/.
 PY := .venv/bin/python
 
-.PHONY: setup setup-test demo serve test test-unit render proto clean
+.PHONY: setup setup-test setup-train train-verifier demo serve test test-unit render proto clean
 
 setup:
 	@scripts/setup
 
 setup-test:
 	@scripts/setup --test
+
+setup-train:
+	@scripts/setup --train
+
+## Re-train the semantic cache's pair verifier (~15 min on 2 cores; the result ships in model_assets/pair_verifier).
+train-verifier: setup-train
+	@$(PY) scripts/train_verifier.py
 
 ## The main job: Triton (CPU profile) + Valkey + the scripted client, then everything is stopped.
 demo: setup
