@@ -60,3 +60,31 @@ def sweep_plot(points: Sequence[Point], best: Point | None, baseline: Point | No
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def rate_latency_plot(series: dict[str, list[dict]], slo_s: float, path: Path, title: str) -> Path:
+    """Normalised latency (s per output token) against arrival rate, one line per strategy: p99 solid, mean
+    dashed; rates where requests were cut off (infinite latency) are drawn at the top edge."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    finite = [v for rows in series.values() for r in rows
+              for v in (r["norm_latency_p99_s"], r["norm_latency_mean_s"]) if v is not None]
+    ceiling = max(finite + [slo_s]) * 2
+    for index, (name, rows) in enumerate(series.items()):
+        color = f"C{index}"
+        rates = [r["rate_per_s"] for r in rows]
+        p99 = [r["norm_latency_p99_s"] if r["norm_latency_p99_s"] is not None else ceiling for r in rows]
+        mean = [r["norm_latency_mean_s"] if r["norm_latency_mean_s"] is not None else ceiling for r in rows]
+        axes.plot(rates, p99, marker="o", color=color, linewidth=2, label=f"{name} p99")
+        axes.plot(rates, mean, marker=".", color=color, linestyle="--", linewidth=1, label=f"{name} mean")
+    axes.axhline(slo_s, color="grey", linestyle=":", label=f"SLO {slo_s:g} s/token (p99)")
+    axes.set_yscale("log")
+    axes.set_xlabel("arrival rate (requests/s, Poisson)")
+    axes.set_ylabel("normalised latency (s per output token, log scale)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
