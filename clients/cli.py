@@ -1,10 +1,11 @@
 """`python -m clients`: chat with the orchestrator, load it or Triton, tune Triton's dynamic batcher, run
-perf_analyzer. Tables go to stdout; with --json the last stdout line is the result as one JSON object;
-progress goes to stderr."""
+perf_analyzer, measure the cache with aiperf. Tables go to stdout; with --json the last stdout line is the result
+as one JSON object; progress goes to stderr."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -351,3 +352,56 @@ def chat(
             await close()
 
     asyncio.run(session())
+
+
+@app.command()
+def aiperf(
+    url: Annotated[str | None, typer.Option(help="orchestrator base URL (default: start the local CPU stack on free ports)")] = None,
+    model: Annotated[str | None, typer.Option(help="model name sent (default: the one the orchestrator serves)")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="ORCHESTRATOR_API_KEY", help="sent as Authorization: Bearer")] = None,
+    mixes: Annotated[str, typer.Option(help="shares of each file answerable from the cache, %")] = "0,50,90",
+    requests: Annotated[int, typer.Option(help="requests per file (one file per mix)")] = 20,
+    concurrency: Annotated[int, typer.Option(help="aiperf's concurrent requests")] = 2,
+    max_tokens: Annotated[int, typer.Option(help="output tokens asked per request (misses generate them)")] = 16,
+    tokenizer: Annotated[str | None, typer.Option(help="aiperf's tokenizer (default: the served model's, else builtin)")] = None,
+    seed: Annotated[int, typer.Option(help="which sentence pairs: change it for a deployment that already ran this")] = 0,
+    keep: Annotated[Path | None, typer.Option(help="keep inputs, aiperf artifacts and logs in this folder")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run NVIDIA's aiperf against the orchestrator's OpenAI endpoint, streaming, on files mixing exact repeats,
+    paraphrases and new questions (0/50/90 % answerable from cache by default), first with the cache and then
+    bypassing it (Cache-Control: no-cache, no-store); one table of aiperf's own TTFT, inter-token latency and
+    throughputs per mix and mode."""
+    from rich.table import Table
+
+    from clients import aiperf as bench
+
+    shares = [value / 100 for value in int_list(mixes, "--mixes")]
+    if any(not 0 <= share <= 1 for share in shares):
+        raise fail("--mixes: shares are percentages, 0-100")
+    with bench.scratch_dir(keep) as work:
+        work_dir = Path(work)
+        try:
+            with contextlib.ExitStack() as stack:
+                if url is None:
+                    err.print("starting the local CPU stack (Valkey, Triton, the orchestrator) ...")
+                    url = stack.enter_context(bench.local_stack(work_dir / "stack"))
+                result = bench.benchmark(url, model or served_model(), api_key, shares, requests, concurrency,
+                                         max_tokens, tokenizer or bench.local_tokenizer(), work_dir,
+                                         say=lambda line: err.print(line, markup=False), seed=seed)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise fail(str(error), 1) from None
+    table = Table(title=f"aiperf against {result['url']}: {requests} requests per mix, concurrency {concurrency}, "
+                        f"{max_tokens} tokens")
+    for column in ("mode", "from cache", "file: exact/para/new", "server: exact/sem/miss/bypass", "TTFT ms", "ITL ms",
+                   "requests/s", "output tok/s", "errors", "aiperf CPU %"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for row in result["rows"]:
+        server = row["server_counted"]
+        table.add_row(row["mode"], f"{row['cached_share']:.0%}", f"{row['exact']}/{row['paraphrase']}/{row['new']}",
+                      "/".join(str(server[k]) for k in ("exact", "semantic", "miss", "bypass")) if server else "-",
+                      *(f"{row[key]:g}" if row[key] is not None else "-"
+                        for key in ("ttft_ms", "itl_ms", "requests_per_s", "output_tok_s")), str(row["errors"]),
+                      f"{row['aiperf_cpu_pct']:g}")
+    out.print(table)
+    emit(result, as_json)
