@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -379,6 +380,7 @@ def aiperf(
     shares = [value / 100 for value in int_list(mixes, "--mixes")]
     if any(not 0 <= share <= 1 for share in shares):
         raise fail("--mixes: shares are percentages, 0-100")
+    began = time.perf_counter()
     with bench.scratch_dir(keep) as work:
         work_dir = Path(work)
         try:
@@ -391,6 +393,7 @@ def aiperf(
                                          say=lambda line: err.print(line, markup=False), seed=seed)
         except (RuntimeError, ValueError, OSError) as error:
             raise fail(str(error), 1) from None
+    result["wall_s"] = round(time.perf_counter() - began)
     table = Table(title=f"aiperf against {result['url']}: {requests} requests per mix, concurrency {concurrency}, "
                         f"{max_tokens} tokens")
     for column in ("mode", "from cache", "file: exact/para/new", "server: exact/sem/miss/bypass", "TTFT ms", "ITL ms",
