@@ -70,6 +70,8 @@ class TritonSettings(BaseModel):
     #: cancelled instead.
     abandon_timeout_s: float = Field(default=5.0, gt=0)
     embedding_model: str = "embedding"
+    #: The semantic layer's cross-encoder (model_repository/pair_verifier; semantic.verifier decides its use).
+    pair_verifier_model: str = "pair_verifier"
     #: Retries of a request that could not reach Triton (connection errors only, before any response).
     connect_retries: int = Field(default=2, ge=0)
     retry_backoff_s: float = Field(default=0.05, ge=0)
@@ -221,6 +223,25 @@ class HnswSettings(BaseModel):
     ef_runtime: int = Field(default=64, ge=1)
 
 
+class VerifierSettings(BaseModel):
+    """The pair verifier (model_assets.pair_verifier, served by Triton's `pair_verifier`): a cross-encoder that
+    decides the candidates in the uncertain band; without it (off or unreachable) the layer decides on
+    `semantic.threshold` and the guard alone."""
+
+    model_config = STRICT
+
+    enabled: bool = True
+    #: Cosine from which a candidate goes to the verifier (the band's lower bar); below it a lookup is a miss
+    #: without a verifier call. Low enough for paraphrases worded apart (0.56-0.80 seen), which the
+    #: verifier, not the cosine, then tells from near misses.
+    min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
+    #: Decision threshold on the verifier's score; null (the default) derives it from
+    #: `semantic.max_error_rate` and the model's calibration table (orchestrator.calibration).
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: Deadline of one verifier call; past it the lookup falls back to cosine and guard (counted).
+    timeout_s: float = Field(default=1.0, gt=0)
+
+
 class SemanticSettings(BaseModel):
     """The semantic layer (orchestrator.cache.semantic), its near-miss guard and its index."""
 
@@ -229,10 +250,10 @@ class SemanticSettings(BaseModel):
     enabled: bool = True
     #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
     index: IndexBackend = "redisearch"
-    #: Cosine similarity of the two questions' MiniLM embeddings from which the nearest entry is a candidate
-    #: at all; the near-miss guard then decides. The default comes from `python -m orchestrator.eval calibrate`
-    #: on labelled pairs (docs/benchmarks.md): below it paraphrases and different questions overlap too much
-    #: for any lexical check to sort out.
+    #: The fallback rule's bar (pair verifier off or unavailable): cosine similarity of the two questions'
+    #: MiniLM embeddings from which the nearest entry is a candidate; the near-miss guard then decides. The
+    #: default comes from `python -m orchestrator.eval calibrate-cosine` on labelled pairs (docs/benchmarks.md):
+    #: below it paraphrases and different questions overlap too much for any lexical check to sort out.
     threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
     #: Nearest entries considered per lookup: when the nearest is a near miss ("capital of Germany" for
     #: "capital of France"), the next one above the threshold may still be a paraphrase.
@@ -242,6 +263,10 @@ class SemanticSettings(BaseModel):
     store_wait_s: float = Field(default=2.0, ge=0.0)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     hnsw: HnswSettings = Field(default_factory=HnswSettings)
+    #: δ: the verifier's threshold is the loosest whose 95 % upper confidence bound of wrong hits (hits that
+    #: serve another question's answer) on the calibration split is at most this (orchestrator.calibration).
+    max_error_rate: float = Field(default=0.02, gt=0.0, lt=1.0)
+    verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
 
 class Settings(BaseSettings):

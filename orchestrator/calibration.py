@@ -1,0 +1,186 @@
+"""The verifier's decision threshold for an error bound: `semantic.max_error_rate` (δ) → threshold τ.
+
+A wrong hit serves another question's answer. The error rate bounded is vCache's: wrong hits per lookup
+(the share of requests that get another question's answer). Each calibration pair (never trained on) is one
+lookup: its stored question, then its new one. The pairs the verifier would decide (cosine at least
+`semantic.verifier.min_similarity`, no guard objection) are scored once; for a candidate τ the wrong hits are
+those scoring ≥ τ with different answers (pairs outside the band or refused by the guard are never hits).
+The bound is the one-sided 95 % Clopper-Pearson upper limit of wrong hits / lookups. The lookups are a fixed
+number and the wrong hits only grow as τ falls, so the loosest τ whose bound is ≤ δ is found by trying
+thresholds from the strictest down and stopping at the first that fails: one family of nested tests, no
+confidence spent on the search.
+
+Per hit (1 - precision) is the stricter reading; on this calibration split it cannot be bounded at 2 % by
+any threshold, because the split's own labels are noisy at the top of the ranking (QQP duplicates labelled
+as other questions' hard negatives, rewrites that keep the meaning): docs/benchmarks.md shows both.
+
+The scored table is part of the model's training record (model_assets/pair_verifier/record.json), so the
+orchestrator derives τ at start without scoring anything; `python -m orchestrator.eval calibrate` scores the
+calibration split again and prints the same τ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_assets.minilm import OnnxMiniLM
+from model_assets.pair_verifier import OnnxPairVerifier, load_record
+from orchestrator.cache.guard import NearMissGuard
+from orchestrator.config import SemanticSettings
+from orchestrator.pairsets import Pair
+
+log = logging.getLogger(__name__)
+CONFIDENCE = 0.95
+#: Pairs per verifier run when scoring a set (length-sorted, so little padding).
+SCORE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """τ and what it gives on the calibration split (hits, wrong hits, the bound on wrong hits per lookup,
+    how many pairs the verifier decided); τ is None when no threshold keeps the bound ≤ δ."""
+
+    threshold: float | None
+    max_error_rate: float
+    hits: int
+    wrong_hits: int
+    upper_bound: float | None
+    decided: int
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p), summed in log space (n in the thousands stays exact enough)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def upper_bound(wrong: int, hits: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper limit of the wrong-hit rate: the p with P(X ≤ wrong) = 1 - confidence."""
+    if hits == 0:
+        return 1.0
+    if wrong >= hits:
+        return 1.0
+    low, high = wrong / hits, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        if binomial_cdf(wrong, hits, middle) > 1.0 - confidence:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def threshold_for(table: Sequence[tuple[float, bool]], lookups: int, max_error_rate: float,
+                  confidence: float = CONFIDENCE) -> Threshold:
+    """τ for δ from (score, same_answer) of the decided calibration pairs out of `lookups` (strictest first)."""
+    ordered = sorted(table, key=lambda row: -row[0])
+    best = Threshold(None, max_error_rate, 0, 0, None, len(ordered))
+    hits = wrong = 0
+    for i, (score, same) in enumerate(ordered):
+        hits += 1
+        wrong += not same
+        if i + 1 < len(ordered) and ordered[i + 1][0] == score:
+            continue  # a threshold admits every pair with its score
+        bound = upper_bound(wrong, lookups, confidence)
+        if bound > max_error_rate:
+            break
+        best = Threshold(score, max_error_rate, hits, wrong, bound, len(ordered))
+    return best
+
+
+def verifier_threshold(settings: SemanticSettings, record: dict | None = None) -> float | None:
+    """τ the layer uses: `semantic.verifier.threshold` when set, else derived from δ and the shipped model's
+    calibration table (math.inf when no threshold meets δ: the verifier then accepts nothing); None when the
+    verifier is off. A table made for another band or guard than the settings' still gives τ, with a warning
+    naming the fix: the bound then holds only approximately."""
+    verifier = settings.verifier
+    if not verifier.enabled:
+        return None
+    if verifier.threshold is not None:
+        return verifier.threshold
+    table = (record or load_record())["calibration"]
+    if table["min_similarity"] != verifier.min_similarity or table["guard"] != settings.guard.model_dump(mode="json"):
+        log.warning("the pair verifier's calibration table was made for semantic.verifier.min_similarity=%s and "
+                    "the default guard; for these settings run `python -m orchestrator.eval calibrate` with them "
+                    "and set ORCH_SEMANTIC__VERIFIER__THRESHOLD", table["min_similarity"])
+    found = threshold_for(table_rows(table), table["pairs"], settings.max_error_rate)
+    return math.inf if found.threshold is None else found.threshold
+
+
+def score_pairs(verifier: OnnxPairVerifier, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    """The verifier's score for every (cached, query) pair, in order (runs in length-sorted batches)."""
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    scores = np.zeros(len(pairs), dtype=np.float32)
+    for start in range(0, len(order), SCORE_BATCH):
+        chunk = order[start:start + SCORE_BATCH]
+        scores[chunk] = verifier.score([pairs[i] for i in chunk])
+    return scores
+
+
+def cosines(pairs: Sequence[Pair], embedder: OnnxMiniLM) -> np.ndarray:
+    texts = sorted({t for p in pairs for t in (p.cached, p.query)}, key=len)
+    vectors = {}
+    for start in range(0, len(texts), SCORE_BATCH):
+        chunk = texts[start:start + SCORE_BATCH]
+        vectors.update(zip(chunk, embedder.encode(chunk)))
+    return np.array([float(vectors[p.cached] @ vectors[p.query]) for p in pairs], dtype=np.float32)
+
+
+def decided(pairs: Sequence[Pair], similarities: np.ndarray, settings: SemanticSettings) -> list[bool]:
+    """Which pairs the verifier decides in the layer: in the band and without a guard objection."""
+    guard = NearMissGuard(settings.guard)
+    return [bool(s >= settings.verifier.min_similarity) and guard.agrees(p.cached, p.query)
+            for p, s in zip(pairs, similarities)]
+
+
+def build_table(pairs: Sequence[Pair], verifier: OnnxPairVerifier, settings: SemanticSettings | None = None,
+                embedder: OnnxMiniLM | None = None) -> dict:
+    """The calibration table for the layer's settings: the band and guard it holds for, and the (score,
+    same_answer) rows of the pairs the verifier decides."""
+    settings = settings or SemanticSettings()
+    similarities = cosines(pairs, embedder or OnnxMiniLM())
+    scores = score_pairs(verifier, [(p.cached, p.query) for p in pairs])
+    rows = [[round(float(score), 6), pair.same_answer]
+            for pair, score, taken in zip(pairs, scores, decided(pairs, similarities, settings)) if taken]
+    return {"pairs": len(pairs), "min_similarity": settings.verifier.min_similarity,
+            "guard": settings.guard.model_dump(mode="json"), "rows": rows}
+
+
+def table_rows(table: dict) -> list[tuple[float, bool]]:
+    return [(float(score), bool(same)) for score, same in table["rows"]]
+
+
+def pair_metrics(pairs: Sequence[Pair], scores: np.ndarray) -> dict:
+    """Ranking quality (AUC) and accuracy at 0.5 of the verifier alone, overall and per kind of pair."""
+    labels = np.array([p.same_answer for p in pairs])
+    ranks = np.argsort(np.argsort(scores)) + 1
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    auc = (ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    correct = (scores >= 0.5) == labels
+    by_kind: Counter = Counter()
+    totals: Counter = Counter()
+    for pair, ok in zip(pairs, correct):
+        totals[pair.kind] += 1
+        by_kind[pair.kind] += int(ok)
+    return {"pairs": len(pairs), "auc": round(float(auc), 4), "accuracy": round(float(correct.mean()), 4),
+            "accuracy_by_kind": {kind: round(by_kind[kind] / totals[kind], 4) for kind in sorted(totals)}}
+
+
+def save_record(path: Path, record: dict) -> None:
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -1,0 +1,195 @@
+"""Synthetic pairs from one question: near misses by perturbation family, and meaning-keeping rewrites.
+
+A near miss changes the one thing the answer depends on while the sentence barely moves in embedding space.
+The families are the kinds of difference a cache must not ignore: entity, number, negation, antonym,
+argument order, unit, time, audience. Words come from WordNet (scripts/verifier_data/wordnet.py: antonyms,
+co-hyponyms named by their hypernym root) and from the corpus itself (its capitalised words as entities);
+only English grammar's closed classes (auxiliaries, asymmetric prepositions) are written here. Rewrites that
+keep the meaning (contractions, case and punctuation) are positives beside the data's real paraphrases.
+WordNet synonyms are not used as positives: a first sense's other lemmas too often change the meaning
+(pass/walk, child/fry).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wordfreq import zipf_frequency
+
+from verifier_data.wordnet import WordNet
+
+WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+(?:\.\d+)?")
+#: Auxiliaries and their negated contractions (a closed class of English grammar).
+NEGATED = {"is": "isn't", "are": "aren't", "was": "wasn't", "were": "weren't", "do": "don't", "does": "doesn't",
+           "did": "didn't", "can": "can't", "could": "couldn't", "should": "shouldn't", "would": "wouldn't",
+           "will": "won't", "has": "hasn't", "have": "haven't"}
+POSITIVE = {v: k for k, v in NEGATED.items()}
+#: Prepositions whose two sides cannot be swapped without changing the question (A to B, A than B).
+ASYMMETRIC = ("to", "into", "than", "vs", "versus", "over", "before", "after")
+CONTRACTIONS = {"what is": "what's", "how is": "how's", "it is": "it's", "i am": "i'm", "do not": "don't",
+                "can not": "can't", "does not": "doesn't", "is not": "isn't"}
+#: Zipf frequency from which a replacement word is common enough to appear in a real question.
+COMMON = 3.0
+#: Words too frequent to carry a question's meaning alone (articles, pronouns, auxiliaries, prepositions).
+FUNCTION_ZIPF = 6.0
+#: Question words (a closed class): never swapped for a sibling or an antonym.
+QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "which", "who", "whom", "whose"})
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    text: str
+    family: str
+    same_answer: bool
+
+
+def _is_content(word: str) -> bool:
+    return word.isalpha() and word.lower() not in QUESTION_WORDS and zipf_frequency(word.lower(), "en") < FUNCTION_ZIPF
+
+
+def _cased(template: str, word: str) -> str:
+    return word.capitalize() if template[:1].isupper() else word
+
+
+def _replace(text: str, match: re.Match, word: str) -> str:
+    return text[:match.start()] + _cased(match.group(), word) + text[match.end():]
+
+
+class Perturber:
+    """Every family that applies to a question, each at most once (rng picks the word and the replacement)."""
+
+    def __init__(self, wordnet: WordNet, proper_nouns: Sequence[str]) -> None:
+        self.wordnet = wordnet
+        self.proper_nouns = sorted(set(proper_nouns))
+
+    def near_misses(self, text: str, rng: random.Random) -> list[Rewrite]:
+        found: list[Rewrite] = []
+        for make in (self.number, self.negation, self.antonym, self.order, self.proper_noun):
+            rewrite = make(text, rng)
+            if rewrite is not None and rewrite.text != text:
+                found.append(rewrite)
+        found += self.siblings(text, rng)
+        return found
+
+    def paraphrases(self, text: str, rng: random.Random) -> list[Rewrite]:
+        rewrite = self.surface(text, rng)
+        return [rewrite] if rewrite is not None and rewrite.text != text else []
+
+    # near misses ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def number(text: str, rng: random.Random) -> Rewrite | None:
+        numbers = [m for m in WORD.finditer(text) if m.group()[0].isdigit()]
+        if not numbers:
+            return None
+        match = rng.choice(numbers)
+        value = float(match.group())
+        changed = rng.choice([value + 1, value - 1, value * 2, value + 10, value / 2 if value > 1 else value + 3])
+        shown = str(int(changed)) if "." not in match.group() else f"{changed:.{len(match.group().split('.')[1])}f}"
+        return Rewrite(text[:match.start()] + shown + text[match.end():], "number", False)
+
+    @staticmethod
+    def negation(text: str, rng: random.Random) -> Rewrite | None:
+        words = list(WORD.finditer(text))
+        negated = [m for m in words if m.group().lower() in POSITIVE]
+        if negated:
+            match = rng.choice(negated)
+            return Rewrite(_replace(text, match, POSITIVE[match.group().lower()]), "negation", False)
+        nots = [m for m in words if m.group().lower() in ("not", "never", "without")]
+        if nots:
+            match = rng.choice(nots)
+            if match.group().lower() == "without":
+                return Rewrite(_replace(text, match, "with"), "negation", False)
+            return Rewrite((text[:match.start()] + text[match.end():].lstrip()).strip(), "negation", False)
+        auxiliaries = [m for m in words if m.group().lower() in NEGATED]
+        if auxiliaries:
+            match = auxiliaries[0]
+            return Rewrite(_replace(text, match, NEGATED[match.group().lower()]), "negation", False)
+        withs = [m for m in words if m.group().lower() == "with"]
+        if withs:
+            return Rewrite(_replace(text, rng.choice(withs), "without"), "negation", False)
+        return None
+
+    def antonym(self, text: str, rng: random.Random) -> Rewrite | None:
+        options = []
+        for match in WORD.finditer(text):
+            word = match.group().lower()
+            if not _is_content(word):
+                continue
+            for suffix in ("", "s", "ed", "d", "ing", "er", "est"):
+                base = word[:len(word) - len(suffix)] if suffix and word.endswith(suffix) else word
+                opposites = [a for a in self.wordnet.antonyms(base) if " " not in a]
+                if opposites and (suffix == "" or word.endswith(suffix)):
+                    options.append((match, [a + suffix for a in opposites]))
+                    break
+        if not options:
+            return None
+        match, opposites = rng.choice(options)
+        return Rewrite(_replace(text, match, rng.choice(opposites)), "antonym", False)
+
+    @staticmethod
+    def order(text: str, rng: random.Random) -> Rewrite | None:
+        words = list(WORD.finditer(text))
+        options = [(words[i - 1], words[i + 1]) for i in range(1, len(words) - 1)
+                   if words[i].group().lower() in ASYMMETRIC
+                   and _is_content(words[i - 1].group()) and _is_content(words[i + 1].group())
+                   and words[i - 1].group().lower() != words[i + 1].group().lower()]
+        if not options:
+            return None
+        left, right = rng.choice(options)
+        swapped = (text[:left.start()] + right.group() + text[left.end():right.start()] + left.group()
+                   + text[right.end():])
+        return Rewrite(swapped, "order", False)
+
+    def proper_noun(self, text: str, rng: random.Random) -> Rewrite | None:
+        words = list(WORD.finditer(text))
+        names = [m for m in words[1:] if m.group()[0].isupper() and m.group().isalpha() and len(m.group()) > 1]
+        if not names or not self.proper_nouns:
+            return None
+        match = rng.choice(names)
+        other = rng.choice(self.proper_nouns)
+        return Rewrite(text[:match.start()] + other + text[match.end():], "entity", False) \
+            if other != match.group() else None
+
+    def siblings(self, text: str, rng: random.Random) -> list[Rewrite]:
+        """One co-hyponym swap per family found (unit, time, audience, entity)."""
+        by_family: dict[str, list[tuple[re.Match, list[str]]]] = {}
+        for match in WORD.finditer(text):
+            word = match.group().lower()
+            if not _is_content(word):
+                continue
+            family, words = self.wordnet.siblings(word)
+            common = [w for w in words if zipf_frequency(w, "en") >= COMMON]
+            if common:
+                by_family.setdefault(family, []).append((match, common))
+        rewrites = []
+        for family, options in sorted(by_family.items()):
+            match, words = rng.choice(options)
+            rewrites.append(Rewrite(_replace(text, match, rng.choice(words)), family, False))
+        return rewrites
+
+    # paraphrases ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def surface(text: str, rng: random.Random) -> Rewrite | None:
+        lowered = text.lower()
+        for long, short in CONTRACTIONS.items():
+            for a, b in ((long, short), (short, long)):
+                if re.search(rf"\b{re.escape(a)}\b", lowered):
+                    return Rewrite(re.sub(rf"\b{re.escape(a)}\b", b, lowered, count=1), "surface", True)
+        styles: list[Callable[[str], str]] = [str.lower, lambda t: t.rstrip("?.! "), lambda t: t.rstrip("?") + " ?"]
+        return Rewrite(rng.choice(styles)(text), "surface", True)
+
+
+def proper_nouns(texts: Sequence[str]) -> list[str]:
+    """Capitalised words inside sentences that are not common words: the corpus's own entities."""
+    found = set()
+    for text in texts:
+        for match in list(WORD.finditer(text))[1:]:
+            word = match.group()
+            if word[0].isupper() and word.isalpha() and len(word) > 2 and zipf_frequency(word.lower(), "en") < 4.5:
+                found.add(word)
+    return sorted(found)
