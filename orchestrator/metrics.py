@@ -24,6 +24,11 @@ REDIS_ERRORS = Counter("orchestrator_redis_errors_total",
                        "Redis operations that failed (the request went on without the cache or the routing table)", ["operation"])
 SEMANTIC_ERRORS = Counter("orchestrator_semantic_errors_total",
                           "Semantic-layer operations that failed (the request went on without it)", ["operation"])
+SEMANTIC_VERIFIER_CALLS = Counter("orchestrator_semantic_verifier_calls_total",
+                                  "Semantic lookups whose in-band candidates the pair verifier scored")
+SEMANTIC_VERIFIER_FALLBACKS = Counter("orchestrator_semantic_verifier_fallbacks_total",
+                                      "Semantic lookups decided on cosine and guard because the pair verifier "
+                                      "was unavailable, failed or timed out", ["reason"])
 BACKEND_REQUESTS = Counter("orchestrator_backend_requests_total", "Generations sent to Triton, by outcome",
                            ["outcome"])
 BACKEND_ABANDONED = Counter("orchestrator_backend_abandoned_total",

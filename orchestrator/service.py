@@ -84,14 +84,17 @@ class CachedLLMService:
     def __init__(self, settings: Settings, exact: ExactCache, backend: LLMBackend,
                  semantic: SemanticLayer | None = None, embedder: Embedder | None = None,
                  chat_formatter: Callable[[GenerationRequest], str] | None = None,
-                 semantic_factory: Callable[[], Awaitable[SemanticLayer]] | None = None) -> None:
+                 semantic_factory: Callable[[], Awaitable[SemanticLayer]] | None = None,
+                 closers: Sequence[object] = ()) -> None:
         """`semantic_factory` builds the semantic layer later when it could not be built at start (Redis
-        down): tried at most once per `redis.retry_after_s` until it succeeds."""
+        down): tried at most once per `redis.retry_after_s` until it succeeds. `closers`: clients the layers
+        use (the pair verifier's), closed by aclose()."""
         self.settings = settings
         self.exact = exact
         self.backend = backend
         self.semantic = SemanticStage(settings.semantic, settings.redis.retry_after_s, semantic, semantic_factory)
         self.embedder = embedder
+        self.closers = tuple(closers)
         tokenizer_dir = str(settings.model.tokenizer_dir or "")
         self.format_chat = chat_formatter or _default_chat_formatter(tokenizer_dir)
         self.flights: SingleFlight[StreamChunk] = SingleFlight()
@@ -100,6 +103,7 @@ class CachedLLMService:
     async def create(cls, settings: Settings) -> CachedLLMService:
         """Connect Redis and Triton and build the layers (the semantic layer from its own module)."""
         from orchestrator.backends.embedder import TritonEmbedder
+        from orchestrator.backends.pair_verifier import TritonPairVerifier
         from orchestrator.backends.placements import PrefixPlacements
         from orchestrator.backends.replicated_llm import llm_backend
         from orchestrator.cache.semantic import build_semantic_layer
@@ -112,8 +116,11 @@ class CachedLLMService:
         placements = (PrefixPlacements(redis, settings.redis.key_prefix, settings.triton.routing_placement_ttl_s,
                                        settings.redis.retry_after_s, settings.triton.routing_prefix_chars)
                       if settings.triton.routing_placements else None)
+        verifier = TritonPairVerifier(settings.triton.url, settings.triton.pair_verifier_model,
+                                      timeout_s=settings.semantic.verifier.timeout_s)
         service = cls(settings, exact, llm_backend(settings.triton, settings.model, placements), embedder=embedder,
-                      semantic_factory=lambda: build_semantic_layer(settings, redis, embedder))
+                      semantic_factory=lambda: build_semantic_layer(settings, redis, embedder, verifier),
+                      closers=(verifier,))
         await service.semantic.available()
         return service
 
@@ -178,9 +185,10 @@ class CachedLLMService:
     async def aclose(self) -> None:
         await self.semantic.settle()
         await self.backend.aclose()
-        close_embedder = getattr(self.embedder, "aclose", None)
-        if close_embedder is not None:
-            await close_embedder()
+        for client in (self.embedder, *self.closers):
+            close = getattr(client, "aclose", None)
+            if close is not None:
+                await close()
         await self.exact.aclose()
 
     # Internals --------------------------------------------------------------------------------------------------

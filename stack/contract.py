@@ -14,8 +14,11 @@ from tritonclient.grpc import model_config_pb2
 
 from cpu_engine import contract as upstream
 from cpu_engine import engine_calls
+from model_assets import pair_verifier
+from orchestrator.config import SemanticSettings
 
 ENGINE = "tensorrt_llm"
+VERIFIER = "pair_verifier"
 BLS = "tensorrt_llm_bls"
 ENSEMBLE = "ensemble"
 TENSORRTLLM_BACKEND = "tensorrtllm"
@@ -119,3 +122,26 @@ def violations(models: Mapping[str, model_config_pb2.ModelConfig]) -> list[str]:
     contract = upstream.load()
     return (_parameter_violations(engine, contract) + _io_violations(engine, models, contract)
             + _ensemble_step_violations(models))
+
+
+def verifier_violations(models: Mapping[str, model_config_pb2.ModelConfig]) -> list[str]:
+    """The `pair_verifier` model as the orchestrator's client calls it (orchestrator/backends/pair_verifier.py):
+    the tensors model_assets.pair_verifier names, with their types, a dynamic batcher, and room for one
+    lookup's candidates in one request. Empty when the repository has no verifier."""
+    model = models.get(VERIFIER)
+    if model is None:
+        return []
+    inputs = {t.name: DATA_TYPES.Name(t.data_type) for t in model.input}
+    outputs = {t.name: DATA_TYPES.Name(t.data_type) for t in model.output}
+    wanted = [("input", inputs, pair_verifier.INPUT_CACHED, "TYPE_STRING"),
+              ("input", inputs, pair_verifier.INPUT_QUERY, "TYPE_STRING"),
+              ("output", outputs, pair_verifier.OUTPUT_SCORE, "TYPE_FP32")]
+    found = [f"{VERIFIER}: {kind} '{name}' must be declared {data_type} (found {declared.get(name, 'nothing')})"
+             for kind, declared, name, data_type in wanted if declared.get(name) != data_type]
+    if not model.HasField("dynamic_batching"):
+        found.append(f"{VERIFIER}: needs dynamic_batching (concurrent lookups share one ONNX run)")
+    candidates = SemanticSettings().candidates
+    if model.max_batch_size < candidates:
+        found.append(f"{VERIFIER}: max_batch_size {model.max_batch_size} is below semantic.candidates "
+                     f"({candidates}): one lookup's candidates must fit one request")
+    return found

@@ -6,9 +6,9 @@ single source of truth for every value: one table per model to deploy, whose key
 placeholders, plus an optional `parameters` table rendered into `parameters { key value }` blocks.
 
 The result is validated before it is written: no placeholder left, no unknown key, each config parses as
-`inference.ModelConfig`, the `tensorrt_llm` parameter keys are TensorRT-LLM backend keys, and the models keep
-the backend's contract (stack/contract.py). Any failure is one line naming the profile file, the model and the
-key; contract violations are listed one per line.
+`inference.ModelConfig`, the `tensorrt_llm` parameter keys are TensorRT-LLM backend keys, the models keep the
+backend's contract, and `pair_verifier` is the model the orchestrator calls (stack/contract.py). Any failure is
+one line naming the profile file, the model and the key; contract violations are listed one per line.
 """
 
 from __future__ import annotations
@@ -162,6 +162,10 @@ def render_profile(profile: Path) -> list[RenderedModel]:
     if broken:
         raise ProfileError(profile, None, None, "breaks the tensorrtllm backend contract "
                            "(cpu_engine/upstream_contract.toml):\n" + "\n".join(f"  {line}" for line in broken))
+    broken = contract.verifier_violations({model.name: model.config for model in rendered})
+    if broken:
+        raise ProfileError(profile, None, None, "breaks the orchestrator's pair_verifier calls:\n"
+                           + "\n".join(f"  {line}" for line in broken))
     return rendered
 
 

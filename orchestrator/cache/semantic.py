@@ -6,18 +6,21 @@ service), and serves the nearest one whose similarity reaches the threshold AND 
 accepts (orchestrator.cache.guard). Entries are Redis hashes with the request's TTL; the index (RediSearch
 or in-process faiss, orchestrator.cache.vector_index) follows them, so an expired entry is never served.
 
-Threshold: the cosine similarity of the two questions' all-MiniLM-L6-v2 embeddings (unit vectors; 1.0 =
-same direction, ~0.2 = unrelated) from which the nearest stored question is considered at all; above it the
-guard removes near misses (17x23 vs 17x24) that similarity alone cannot. Every setting, with its default and
-the reason for it, is orchestrator.config.SemanticSettings.
+Decision (SemanticMatcher): candidates whose cosine similarity (all-MiniLM-L6-v2 embeddings, unit vectors;
+1.0 = same direction, ~0.2 = unrelated) reaches the band's lower bar and that the guard lets through are
+scored together by the pair verifier (a cross-encoder on Triton, one request per lookup) and served when its
+score reaches the threshold calibrated for `semantic.max_error_rate`. Without the verifier the older rule
+decides: cosine at least `semantic.threshold` and the guard agreeing. Every setting, with its default and the
+reason for it, is orchestrator.config.SemanticSettings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +28,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from model_assets.minilm import EMBEDDING_DIM
+from orchestrator import metrics
 from orchestrator.backends.embedder import Embedder
+from orchestrator.backends.pair_verifier import PairVerifier
+from orchestrator.calibration import verifier_threshold
 from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.scan import glob_escape, unlink_matching
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget, pack_answer, unpack_answer
@@ -45,15 +51,52 @@ class Decision:
     rejected: tuple[tuple[Candidate, tuple[str, ...]], ...] = ()
 
 
+#: Why a candidate the guard let through was refused by the verifier (a reason like the guard's).
+VERIFIER_REASON = "verifier"
+
+
 class SemanticMatcher:
-    """Threshold + guard over an index's candidates; the one decision shared by the layer and the eval."""
+    """The one decision shared by the layer and the eval, over an index's nearest candidates.
+
+    With the verifier: a candidate is decided when its cosine reaches `verifier.min_similarity` and the guard
+    has no objection; it is served when the verifier's score reaches τ (`semantic.max_error_rate` through the
+    calibration table, orchestrator.calibration), the best-scoring one first. Without it (off, or `scores`
+    None because the call failed): the cosine must reach `threshold` and the guard agree, nearest first.
+    """
 
     def __init__(self, settings: SemanticSettings) -> None:
         self.threshold = settings.threshold
         self.candidates = settings.candidates
+        self.min_similarity = settings.verifier.min_similarity
         self.guard = NearMissGuard(settings.guard)
+        #: τ on the verifier's score; None: the verifier is off.
+        self.verifier_threshold = verifier_threshold(settings)
 
-    def choose(self, query: str, candidates: Sequence[Candidate]) -> Decision:
+    def to_verify(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        """The candidates the verifier is asked about (none when it is off, or all fall below the band)."""
+        if self.verifier_threshold is None:
+            return []
+        return [c for c in candidates[:self.candidates]
+                if c.similarity >= self.min_similarity and self.guard.agrees(c.query, query)]
+
+    def choose(self, query: str, candidates: Sequence[Candidate],
+               scores: Mapping[str, float] | None = None) -> Decision:
+        """`scores`: the verifier's, by candidate key, for to_verify()'s candidates; None: cosine and guard."""
+        if scores is None or self.verifier_threshold is None:
+            return self._by_cosine(query, candidates)
+        rejected, accepted = [], []
+        for candidate in candidates[:self.candidates]:
+            if candidate.similarity < self.min_similarity:
+                break
+            reasons = self.guard.reasons(candidate.query, query)
+            if not reasons and scores.get(candidate.key, 0.0) >= self.verifier_threshold:
+                accepted.append(candidate)
+            else:
+                rejected.append((candidate, reasons or (VERIFIER_REASON,)))
+        chosen = max(accepted, key=lambda c: scores[c.key], default=None)
+        return Decision(chosen, tuple(rejected))
+
+    def _by_cosine(self, query: str, candidates: Sequence[Candidate]) -> Decision:
         rejected = []
         for candidate in candidates[:self.candidates]:
             if candidate.similarity < self.threshold:
@@ -79,9 +122,14 @@ class SemanticCache:
     """
 
     def __init__(self, redis: Redis, embedder: Embedder, index: VectorIndex, prefix: str = "llmcache",
-                 matcher: SemanticMatcher | None = None, clock=time.time) -> None:
+                 matcher: SemanticMatcher | None = None, clock=time.time, verifier: PairVerifier | None = None,
+                 verifier_timeout_s: float = 1.0) -> None:
+        """Without `verifier` every lookup decides on cosine and guard (counted as a fallback when the
+        matcher expects the verifier)."""
         self.redis = redis
         self.embedder = embedder
+        self.verifier = verifier
+        self.verifier_timeout_s = verifier_timeout_s
         self.index = index
         self.prefix = prefix
         self.matcher = matcher or SemanticMatcher(SemanticSettings())
@@ -108,8 +156,9 @@ class SemanticCache:
             return None  # nothing stored in this context (e.g. a conversation's later turns): no embedding
         candidates = await self.index.search(scope.tenant, scope.digest, await self._vector(target),
                                              self.matcher.candidates)
+        scores = await self._verify(target.query, candidates)
         while True:
-            decision = self.matcher.choose(target.query, candidates)
+            decision = self.matcher.choose(target.query, candidates, scores)
             chosen = decision.chosen
             if chosen is None:
                 return None
@@ -125,6 +174,28 @@ class SemanticCache:
                 await self.redis.delete(chosen.key)  # damaged: never served, and not looked at again
             await self.index.remove([chosen.key])
             candidates = [c for c in candidates if c.key != chosen.key]
+
+    async def _verify(self, query: str, candidates: Sequence[Candidate]) -> dict[str, float] | None:
+        """The verifier's scores of the candidates it decides, by key ({} when none is in the band: no call);
+        None when it should decide but cannot (absent, failed, too slow): cosine and guard decide, counted in
+        orchestrator_semantic_verifier_fallbacks_total."""
+        pending = self.matcher.to_verify(query, candidates)
+        if not pending:
+            return {}
+        if self.verifier is None:
+            metrics.SEMANTIC_VERIFIER_FALLBACKS.labels("unavailable").inc()
+            return None
+        try:
+            scores = await asyncio.wait_for(self.verifier.score(query, [c.query for c in pending]),
+                                            self.verifier_timeout_s)
+        except Exception as error:  # noqa: BLE001 - a verifier failure costs accuracy, never the request
+            reason = "timeout" if isinstance(error, TimeoutError) else "error"
+            metrics.SEMANTIC_VERIFIER_FALLBACKS.labels(reason).inc()
+            log.warning("pair verifier %s (%s: %s); deciding on cosine and guard", reason, type(error).__name__,
+                        error)
+            return None
+        metrics.SEMANTIC_VERIFIER_CALLS.inc()
+        return {c.key: float(s) for c, s in zip(pending, scores, strict=True)}
 
     async def store(self, target: SemanticTarget, answer: CachedAnswer, ttl_s: int) -> None:
         if ttl_s <= 0:
@@ -171,8 +242,10 @@ async def build_index(settings: SemanticSettings, redis: Redis, prefix: str) -> 
     return faiss_index
 
 
-async def build_semantic_layer(settings: Settings, redis: Redis, embedder: Embedder) -> SemanticCache:
+async def build_semantic_layer(settings: Settings, redis: Redis, embedder: Embedder,
+                               verifier: PairVerifier | None = None) -> SemanticCache:
     """The layer the service uses, from the orchestrator's Settings (`semantic` and `redis.key_prefix`)."""
     prefix = settings.redis.key_prefix
     index = await build_index(settings.semantic, redis, prefix)
-    return SemanticCache(redis, embedder, index, prefix, SemanticMatcher(settings.semantic))
+    return SemanticCache(redis, embedder, index, prefix, SemanticMatcher(settings.semantic), verifier=verifier,
+                         verifier_timeout_s=settings.semantic.verifier.timeout_s)

@@ -143,3 +143,24 @@ def test_the_bls_only_asks_for_outputs_the_contract_knows() -> None:
     terms = upstream.load()
     assert set(engine_calls.REQUIRED_OUTPUTS) | set(engine_calls.PASSTHROUGH_OUTPUTS) <= set(terms.outputs)
     assert engine_calls.sent_inputs() <= set(terms.inputs)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu-h100"])
+def test_both_profiles_serve_the_pair_verifier_as_the_orchestrator_calls_it(profile: str) -> None:
+    models = rendered(profile)
+    assert contract.VERIFIER in models and contract.verifier_violations(models) == []
+
+
+def test_a_verifier_that_breaks_the_orchestrators_calls_is_named() -> None:
+    models = rendered("cpu")
+    verifier = models[contract.VERIFIER]
+    verifier.output[0].data_type = model_config_pb2.TYPE_FP16
+    verifier.ClearField("dynamic_batching")
+    verifier.max_batch_size = 1
+    _drop(verifier.input, "query")
+    found = contract.verifier_violations(models)
+    assert found == ["pair_verifier: input 'query' must be declared TYPE_STRING (found nothing)",
+                     "pair_verifier: output 'score' must be declared TYPE_FP32 (found TYPE_FP16)",
+                     "pair_verifier: needs dynamic_batching (concurrent lookups share one ONNX run)",
+                     "pair_verifier: max_batch_size 1 is below semantic.candidates (3): one lookup's candidates "
+                     "must fit one request"]
