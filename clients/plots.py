@@ -64,7 +64,7 @@ def sweep_plot(points: Sequence[Point], best: Point | None, baseline: Point | No
 
 def rate_latency_plot(series: dict[str, list[dict]], slo_s: float, path: Path, title: str) -> Path:
     """Normalised latency (s per output token) against arrival rate, one line per strategy: p99 solid, mean
-    dashed; rates where requests were cut off (infinite latency) are drawn at the top edge."""
+    dashed; rates where requests were cut off (infinite latency) are drawn at the top edge, marked x."""
     figure, axes = plt.subplots(figsize=(8, 5))
     finite = [v for rows in series.values() for r in rows
               for v in (r["norm_latency_p99_s"], r["norm_latency_mean_s"]) if v is not None]
@@ -76,6 +76,9 @@ def rate_latency_plot(series: dict[str, list[dict]], slo_s: float, path: Path, t
         mean = [r["norm_latency_mean_s"] if r["norm_latency_mean_s"] is not None else ceiling for r in rows]
         axes.plot(rates, p99, marker="o", color=color, linewidth=2, label=f"{name} p99")
         axes.plot(rates, mean, marker=".", color=color, linestyle="--", linewidth=1, label=f"{name} mean")
+        cut = [r["rate_per_s"] for r in rows if r["norm_latency_p99_s"] is None]
+        axes.scatter(cut, [ceiling] * len(cut), marker="x", s=80, color="black", zorder=3)
+    axes.scatter([], [], marker="x", color="black", label="requests cut off at the drain cap (infinite)")
     axes.axhline(slo_s, color="grey", linestyle=":", label=f"SLO {slo_s:g} s/token (p99)")
     axes.set_yscale("log")
     axes.set_xlabel("arrival rate (requests/s, Poisson)")

@@ -31,7 +31,8 @@ JSON (last line): per strategy and rate the figures above, each strategy's capac
 = capacity ratio (null if static sustains no rate), and `ttft_p50_ratio_at_<rate>` = static TTFT p50 over
 continuous TTFT p50 at --moderate-rate. Draws normalised latency against rate (p99 and mean, one colour per
 strategy) into --plot. The default run (5 rates x 14 requests, outputs 16-256 tokens, 15 s drain cap) is
-bounded by the caps to about 10.5 minutes on this machine, typically less on an idle one; --rates,
+bounded by the caps: 623 s in a smoke run on this machine shared with a training job, where nearly every rate
+hit the cap (the worst case), less on an idle one; --rates,
 --requests-per-rate, --max-len and --drain-cap-s make it bigger (the issue's workload is --max-len 512).
 
     .venv/bin/python scripts/bench/batching_strategies.py
