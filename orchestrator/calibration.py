@@ -39,8 +39,8 @@ from orchestrator.pairsets import Pair
 
 log = logging.getLogger(__name__)
 CONFIDENCE = 0.95
-#: Pairs per verifier run when scoring a set (length-sorted, so little padding).
-SCORE_BATCH = 64
+#: Texts per embedding run when scoring a set (length-sorted, so little padding).
+EMBED_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -122,21 +122,11 @@ def verifier_threshold(settings: SemanticSettings, record: dict | None = None) -
     return math.inf if found.threshold is None else found.threshold
 
 
-def score_pairs(verifier: OnnxPairVerifier, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-    """The verifier's score for every (cached, query) pair, in order (runs in length-sorted batches)."""
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    scores = np.zeros(len(pairs), dtype=np.float32)
-    for start in range(0, len(order), SCORE_BATCH):
-        chunk = order[start:start + SCORE_BATCH]
-        scores[chunk] = verifier.score([pairs[i] for i in chunk])
-    return scores
-
-
 def cosines(pairs: Sequence[Pair], embedder: OnnxMiniLM) -> np.ndarray:
     texts = sorted({t for p in pairs for t in (p.cached, p.query)}, key=len)
     vectors = {}
-    for start in range(0, len(texts), SCORE_BATCH):
-        chunk = texts[start:start + SCORE_BATCH]
+    for start in range(0, len(texts), EMBED_BATCH):
+        chunk = texts[start:start + EMBED_BATCH]
         vectors.update(zip(chunk, embedder.encode(chunk)))
     return np.array([float(vectors[p.cached] @ vectors[p.query]) for p in pairs], dtype=np.float32)
 
@@ -154,7 +144,7 @@ def build_table(pairs: Sequence[Pair], verifier: OnnxPairVerifier, settings: Sem
     same_answer) rows of the pairs the verifier decides."""
     settings = settings or SemanticSettings()
     similarities = cosines(pairs, embedder or OnnxMiniLM())
-    scores = score_pairs(verifier, [(p.cached, p.query) for p in pairs])
+    scores = verifier.score([(p.cached, p.query) for p in pairs])
     rows = [[round(float(score), 6), pair.same_answer]
             for pair, score, taken in zip(pairs, scores, decided(pairs, similarities, settings)) if taken]
     return {"pairs": len(pairs), "min_similarity": settings.verifier.min_similarity,

