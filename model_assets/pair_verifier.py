@@ -77,7 +77,6 @@ class OnnxPairVerifier:
         One ONNX run per pair: int8 dynamic quantisation takes each activation's scale from the whole input
         tensor, so in a shared run a pair's score would move with the pairs batched beside it and their
         padding (by up to 0.07 here). Alone, a score is a function of the pair, and the calibration table, the
-        eval and Triton (whatever its batcher merges) agree. For a lookup's few short pairs this costs about
-        what one batched run does (~1 ms a pair on one thread)."""
+        eval and Triton (whatever its batcher merges) agree. A lookup has only a few short pairs."""
         logits = [self.session.run(None, encode_pairs(self.tokenizer, [pair]))[0] for pair in pairs]
         return sigmoid(np.asarray(logits, dtype=np.float32).reshape(-1))
