@@ -263,8 +263,9 @@ class SemanticSettings(BaseModel):
     store_wait_s: float = Field(default=2.0, ge=0.0)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     hnsw: HnswSettings = Field(default_factory=HnswSettings)
-    #: δ: the verifier's threshold is the loosest whose 95 % upper confidence bound of wrong hits (hits that
-    #: serve another question's answer) on the calibration split is at most this (orchestrator.calibration).
+    #: δ: the verifier's threshold is the loosest whose 95 % upper confidence bound of wrong hits per lookup
+    #: (lookups served another question's answer) on the calibration split is at most this
+    #: (orchestrator.calibration).
     max_error_rate: float = Field(default=0.02, gt=0.0, lt=1.0)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
 
