@@ -25,10 +25,10 @@ stays under --idle-cpu-pct while idle (llama.cpp's threads sleep once polling en
 rounds; one that burns CPU while idle would steal from whichever system is measured, so it is stopped and
 started again for its turn in every round (Triton 2.51's Python stub spins in its message wait loop, see
 docs/benchmarks.md, "CPU contention"). The JSON records each system's idle CPU and the policy it got.
-The default run (3 rounds x 3 systems x 1/4/16 streams x 64 tokens = 3,024 tokens per system and round) should
-take about 4-5 minutes on this machine when idle: estimated from the idle rates in docs/benchmarks.md (60-105
-tokens/s at 4 streams), because the smoke runs shared the machine with a training job and ran 30-50x slower
-(a tiny run, 8 tokens at 1 and 2 streams, 2 rounds: 93 s). Prints one JSON line last; `wall_s` in it.
+The default run (3 rounds x 3 systems x 1/4/16 streams x 64 tokens = 1,344 tokens per system and round) took
+331 s in a smoke run on this machine with a training job beside it for two of its three rounds; its calm
+round generated for ~26 s in all, so an idle run should take 2-3 minutes. --rounds and --tokens make it
+bigger. Prints one JSON line last; `wall_s` in it.
 
     .venv/bin/python scripts/bench/llm_throughput.py
 """
