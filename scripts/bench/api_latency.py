@@ -13,6 +13,13 @@ request by request on fresh prompts of the same shape, so the engine's prompt ca
 scopes: single-turn questions in the default scope, which holds entries (exact GET, query embedding, vector
 search: `miss_overhead_ms`), and second turns of new conversations, whose scopes are empty (exact GET and an
 index count, no embedding: `*_new_conversation`). Prints a table, then one JSON line last.
+
+`--semantic-verifier` measures only what the semantic layer's pair verifier costs: HTTP semantic hits at
+concurrency 1 (a paraphrase of the stored HIT_QUESTION, sent with no-store so it never becomes an exact entry)
+through two orchestrators on the same Triton and Redis, one with the verifier and one without
+(ORCH_SEMANTIC__VERIFIER__ENABLED=false); the difference of their p50 is the verifier's added latency. It
+also sends misses whose nearest entry lies below the verifier's band and reports how many verifier calls they
+made (none expected).
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ from stack.orchestrator_process import OrchestratorProcess
 MODEL = ModelSettings().name
 HIT_QUESTION = "What is the capital of France?"
 HIT_MAX_TOKENS = 32
+#: A paraphrase of HIT_QUESTION (a semantic hit), and questions far from it (below the verifier's band).
+SEMANTIC_HIT_QUESTION = "Which city is the capital of France?"
+BELOW_BAND_QUESTIONS = ("How do I bake sourdough bread?", "Why is the sea salty?", "How tall is Mount Everest?")
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -279,6 +289,48 @@ def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
     raise RuntimeError(f"the warm-up answer was not stored: {first.text}")
 
 
+def counter_total(orchestrator: OrchestratorProcess, name: str) -> float:
+    text = httpx.get(f"{orchestrator.http_url}/metrics").text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name)
+
+
+async def semantic_hits(orchestrator: OrchestratorProcess, requests: int) -> dict:
+    """Semantic-hit latency at concurrency 1, and the verifier calls of misses below its band."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": SEMANTIC_HIT_QUESTION}],
+            "max_tokens": HIT_MAX_TOKENS}
+    headers = {"cache-control": "no-store"}
+    async with httpx.AsyncClient(base_url=orchestrator.http_url, timeout=120) as client:
+        async def hit() -> None:
+            response = await client.post("/v1/chat/completions", json=body, headers=headers)
+            assert response.headers["x-cache"] == "semantic", response.headers.get("x-cache")
+
+        result = await measured(orchestrator, hit, 1, requests)
+        calls = counter_total(orchestrator, "orchestrator_semantic_verifier_calls_total")
+        for question in BELOW_BAND_QUESTIONS:
+            await client.post("/v1/chat/completions", headers=headers, json={
+                "model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 1})
+        result["below_band_verifier_calls"] = counter_total(
+            orchestrator, "orchestrator_semantic_verifier_calls_total") - calls
+    return result
+
+
+def verifier_cost(args: argparse.Namespace) -> dict:
+    """The same semantic hit with and without the pair verifier (two orchestrators, one Triton and Redis)."""
+    with stack(args) as (redis_url, triton_url, with_verifier):
+        warm_exact_entry(with_verifier)
+        verified = asyncio.run(semantic_hits(with_verifier, args.requests))
+        env = {"ORCH_REDIS__KEY_PREFIX": with_verifier.env["ORCH_REDIS__KEY_PREFIX"],
+               "ORCH_SEMANTIC__VERIFIER__ENABLED": "false", "ORCH_API__LOG_LEVEL": "warning"}
+        with OrchestratorProcess(triton_url, redis_url, env=env) as without_verifier:
+            unverified = asyncio.run(semantic_hits(without_verifier, args.requests))
+    return {"semantic_hit_p50_ms_verifier": verified["p50_ms"], "semantic_hit_p99_ms_verifier": verified["p99_ms"],
+            "semantic_hit_p50_ms_no_verifier": unverified["p50_ms"],
+            "semantic_hit_p99_ms_no_verifier": unverified["p99_ms"],
+            "verifier_added_p50_ms": round(verified["p50_ms"] - unverified["p50_ms"], 3),
+            "below_band_miss_verifier_calls": verified["below_band_verifier_calls"], "requests": args.requests}
+
+
 @contextlib.contextmanager
 def stack(args: argparse.Namespace):
     """Triton and Redis URLs: the given ones, or servers started here (stopped on exit)."""
@@ -308,8 +360,13 @@ def main() -> None:
     parser.add_argument("--miss-max-tokens", type=int, default=4)
     parser.add_argument("--triton-url", help="use this running Triton (gRPC host:port)")
     parser.add_argument("--redis-url", help="use this running Redis/Valkey")
+    parser.add_argument("--semantic-verifier", action="store_true",
+                        help="only the pair verifier's cost on a semantic hit (see the module docstring)")
     args = parser.parse_args()
     c = args.concurrency
+    if args.semantic_verifier:
+        print(json.dumps(verifier_cost(args)))
+        return
 
     with stack(args) as (redis_url, triton_url, orchestrator):
         value_bytes = warm_exact_entry(orchestrator)
