@@ -102,15 +102,20 @@ def encode(texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode_prompt(vocabulary, [text]) for text in texts]
 
 
-class TritonSystem:
-    name = "triton"
+class ServerSystem:
+    """A system behind a server process of its own: started once, stopped at the end, measured by its CPU."""
+
+    name: str
 
     def __init__(self, repository: Path, log_path: Path) -> None:
         self.repository, self.log_path = repository, log_path
-        self.server: TritonServer | None = None
+        self.server: ManagedServer | None = None
+
+    def new_server(self) -> ManagedServer:
+        raise NotImplementedError
 
     def start(self) -> None:
-        self.server = TritonServer(self.repository, log_path=self.log_path).start()
+        self.server = self.new_server().start()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -125,7 +130,17 @@ class TritonSystem:
         return asyncio.run(self._run(texts, tokens))
 
     async def _run(self, texts: list[str], tokens: int) -> Run:
-        assert self.server is not None
+        raise NotImplementedError
+
+
+class TritonSystem(ServerSystem):
+    name = "triton"
+
+    def new_server(self) -> TritonServer:
+        return TritonServer(self.repository, log_path=self.log_path)
+
+    async def _run(self, texts: list[str], tokens: int) -> Run:
+        assert isinstance(self.server, TritonServer)
         client = grpcaio.InferenceServerClient(self.server.grpc_url)
         start = time.perf_counter()
         try:
@@ -229,30 +244,14 @@ def serve_llamacpp(repository: Path, port: int) -> None:
         signal.pause()
 
 
-class LlamaCppServerSystem:
+class LlamaCppServerSystem(ServerSystem):
     name = "llamacpp_server"
 
-    def __init__(self, repository: Path, log_path: Path) -> None:
-        self.repository, self.log_path = repository, log_path
-        self.server: LlamaCppServer | None = None
-
-    def start(self) -> None:
-        self.server = LlamaCppServer(self.repository, self.log_path).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def cpu_s(self) -> float:
-        assert self.server is not None and self.server.pid is not None
-        return session_cpu_s(self.server.pid)
-
-    def run(self, texts: list[str], tokens: int) -> Run:
-        return asyncio.run(self._run(texts, tokens))
+    def new_server(self) -> LlamaCppServer:
+        return LlamaCppServer(self.repository, self.log_path)
 
     async def _run(self, texts: list[str], tokens: int) -> Run:
-        assert self.server is not None
+        assert isinstance(self.server, LlamaCppServer)
         url = f"{self.server.url}/v1/completions"
         start = time.perf_counter()
 
