@@ -19,5 +19,6 @@ COPY cpu_engine /opt/llm-stack/cpu_engine
 COPY model_assets /opt/llm-stack/model_assets
 # The Python backend stubs inherit the server's environment.
 ENV PYTHONPATH=/opt/llm-stack
-# Fail here rather than at Triton's model load: import what the Python models import and embed one sentence.
-RUN python3 -c "from cpu_engine import contract, detokenize, engine_calls, tokenizer; contract.load(); from model_assets.minilm import OnnxMiniLM; OnnxMiniLM().encode(['ok'])"
+# Fail here rather than at Triton's model load: import what the Python models import, embed one sentence and
+# score one pair with the pair verifier (model_assets/pair_verifier, shipped in the repository).
+RUN python3 -c "from cpu_engine import contract, detokenize, engine_calls, tokenizer; contract.load(); from model_assets.minilm import OnnxMiniLM; OnnxMiniLM().encode(['ok']); from model_assets.pair_verifier import OnnxPairVerifier; OnnxPairVerifier().score([('a', 'b')])"

