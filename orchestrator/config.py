@@ -230,7 +230,11 @@ class VerifierSettings(BaseModel):
 
     model_config = STRICT
 
-    enabled: bool = True
+    #: Off by default: the shipped model does not meet its accuracy goals yet. At its calibrated threshold it
+    #: refuses near misses the guard lets through, but also most real paraphrases (GPTCache test split: 95 %
+    #: hits with cosine + guard, 37.5 % with the verifier; docs/benchmarks.md), so turning it on trades most
+    #: of the semantic layer's hits for fewer wrong ones.
+    enabled: bool = False
     #: Cosine from which a candidate goes to the verifier (the band's lower bar); below it a lookup is a miss
     #: without a verifier call. Low enough for paraphrases worded apart (0.56-0.80 seen), which the
     #: verifier, not the cosine, then tells from near misses.
@@ -250,10 +254,11 @@ class SemanticSettings(BaseModel):
     enabled: bool = True
     #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
     index: IndexBackend = "redisearch"
-    #: The fallback rule's bar (pair verifier off or unavailable): cosine similarity of the two questions'
-    #: MiniLM embeddings from which the nearest entry is a candidate; the near-miss guard then decides. The
-    #: default comes from `python -m orchestrator.eval calibrate-cosine` on labelled pairs (docs/benchmarks.md):
-    #: below it paraphrases and different questions overlap too much for any lexical check to sort out.
+    #: The default rule's bar (and the fallback when the pair verifier is on but unavailable): cosine
+    #: similarity of the two questions' MiniLM embeddings from which the nearest entry is a candidate; the
+    #: near-miss guard then decides. The default comes from `python -m orchestrator.eval calibrate-cosine` on
+    #: labelled pairs (docs/benchmarks.md): below it paraphrases and different questions overlap too much for
+    #: any lexical check to sort out.
     threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
     #: Nearest entries considered per lookup: when the nearest is a near miss ("capital of Germany" for
     #: "capital of France"), the next one above the threshold may still be a paraphrase.

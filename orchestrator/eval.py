@@ -9,9 +9,9 @@
 It runs without servers, through the same code as the layer: the in-process all-MiniLM-L6-v2 (the ONNX
 model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_index.FaissIndex), the pair
 verifier (model_assets.pair_verifier, what Triton's `pair_verifier` serves) and SemanticMatcher. The three
-decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees), `verifier`
-(the layer's default: band, guard, then the verifier's score against τ for `semantic.max_error_rate`; its
-lines give the realised error rate beside δ). Embedding and scoring are done up front in length-sorted
+decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees: the layer's
+default), `verifier` (`semantic.verifier.enabled`: band, guard, then the verifier's score against τ for
+`semantic.max_error_rate`; its lines give the realised error rate beside δ). Embedding and scoring are done up front in length-sorted
 batches and are not part of the lookup time. Every command prints one JSON line per result. The labelled
 sets and their fixed split are orchestrator.pairsets (data/semantic/, sources and licences in its README.md).
 """
@@ -74,7 +74,7 @@ def mode_settings(mode: Mode, threshold: float, candidates: int,
     if mode == "guard":
         return SemanticSettings(threshold=threshold, candidates=candidates, guard=guard or GuardSettings(),
                                 verifier=off)
-    return SemanticSettings(threshold=threshold, candidates=candidates)
+    return SemanticSettings(threshold=threshold, candidates=candidates, verifier=VerifierSettings(enabled=True))
 
 
 class Decider:
@@ -164,7 +164,7 @@ def _check_sweep(sweep: bool, mode: Mode) -> None:
 def pairs(file: Path,
           threshold: Annotated[float, typer.Option(help="cosine threshold (cosine, guard)")] = DEFAULTS.threshold,
           sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
-          mode: Annotated[str, typer.Option(help="cosine | guard | verifier")] = "verifier",
+          mode: Annotated[str, typer.Option(help="cosine | guard (the layer's default) | verifier")] = "guard",
           candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """Labelled pairs {cached, query, same_answer}: paraphrase hit rate, near-miss rejection, precision."""
     chosen_mode = _mode(mode)
@@ -246,7 +246,7 @@ def load_rows(path: Path, split: SplitOption) -> list[tuple[str, str]]:
 def gptcache(file: Path,
              threshold: Annotated[float, typer.Option(help="cosine threshold (cosine, guard)")] = DEFAULTS.threshold,
              sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
-             mode: Annotated[str, typer.Option(help="cosine | guard | verifier")] = "verifier",
+             mode: Annotated[str, typer.Option(help="cosine | guard (the layer's default) | verifier")] = "guard",
              split: Annotated[str, typer.Option(help="train | calibration | test | all")] = "test",
              candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """GPTCache's protocol on one split of a {origin, similar} file: store every origin (one scope), query

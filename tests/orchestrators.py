@@ -21,14 +21,16 @@ def orchestrator_env(keys: Mapping[str, object], admin_key: str, key_prefix: str
             "ORCH_REDIS__KEY_PREFIX": key_prefix, **extra}
 
 
-def orchestrator_fixture(name: str, keys: Mapping[str, object], admin_key: str) -> Callable:
-    """A folder's session-wide `orchestrator` fixture (its keys prefixed `name-`, its log in a `name` folder).
-    The prefix is `orchestrator.env["ORCH_REDIS__KEY_PREFIX"]`, the log `orchestrator.log_path_used`."""
+def orchestrator_fixture(name: str, keys: Mapping[str, object], admin_key: str, fixture_name: str = "orchestrator",
+                         **extra: str) -> Callable:
+    """A session-wide orchestrator fixture called `fixture_name` (its keys prefixed `name-`, its log in a `name`
+    folder; `extra`: further ORCH_* settings). The prefix is `orchestrator.env["ORCH_REDIS__KEY_PREFIX"]`, the
+    log `orchestrator.log_path_used`."""
 
-    @pytest.fixture(scope="session")
+    @pytest.fixture(scope="session", name=fixture_name)
     def orchestrator(triton: TritonServer, valkey: ValkeyServer, tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[OrchestratorProcess]:
-        env = orchestrator_env(keys, admin_key, f"{name}-{uuid.uuid4().hex[:8]}")
+        env = orchestrator_env(keys, admin_key, f"{name}-{uuid.uuid4().hex[:8]}", **extra)
         log_path = tmp_path_factory.mktemp(f"{name}-logs") / "orchestrator.log"
         with OrchestratorProcess(triton.grpc_url, valkey.url, env=env, log_path=log_path) as server:
             yield server

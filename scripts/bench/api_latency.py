@@ -317,7 +317,7 @@ async def semantic_hits(orchestrator: OrchestratorProcess, requests: int) -> dic
 
 def verifier_cost(args: argparse.Namespace) -> dict:
     """The same semantic hit with and without the pair verifier (two orchestrators, one Triton and Redis)."""
-    with stack(args) as (redis_url, triton_url, with_verifier):
+    with stack(args, ORCH_SEMANTIC__VERIFIER__ENABLED="true") as (redis_url, triton_url, with_verifier):
         warm_exact_entry(with_verifier)
         verified = asyncio.run(semantic_hits(with_verifier, args.requests))
         env = {"ORCH_REDIS__KEY_PREFIX": with_verifier.env["ORCH_REDIS__KEY_PREFIX"],
@@ -332,8 +332,9 @@ def verifier_cost(args: argparse.Namespace) -> dict:
 
 
 @contextlib.contextmanager
-def stack(args: argparse.Namespace):
-    """Triton and Redis URLs: the given ones, or servers started here (stopped on exit)."""
+def stack(args: argparse.Namespace, **settings: str):
+    """Triton and Redis URLs: the given ones, or servers started here (stopped on exit); and an orchestrator
+    in front of them (`settings`: further ORCH_* variables)."""
     with contextlib.ExitStack() as servers:
         redis_url, triton_url = args.redis_url, args.triton_url
         if redis_url is None:
@@ -347,7 +348,7 @@ def stack(args: argparse.Namespace):
             repository = render("cpu", Path(servers.enter_context(tempfile.TemporaryDirectory())) / "cpu")
             triton_url = servers.enter_context(TritonServer(repository)).grpc_url
         env = {"ORCH_REDIS__KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "ORCH_CACHE__STORE_TRUNCATED": "true",
-               "ORCH_API__LOG_LEVEL": "warning"}
+               "ORCH_API__LOG_LEVEL": "warning", **settings}
         orchestrator = servers.enter_context(OrchestratorProcess(triton_url, redis_url, env=env))
         yield redis_url, triton_url, orchestrator
 

@@ -16,9 +16,10 @@ from tritonclient.grpc import InferenceServerClient
 from model_assets.pair_verifier import OnnxPairVerifier
 from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.semantic import SemanticMatcher
-from orchestrator.config import ModelSettings, SemanticSettings, TritonSettings
+from orchestrator.config import ModelSettings, SemanticSettings, TritonSettings, VerifierSettings
 from stack.orchestrator_process import OrchestratorProcess
 from stack.triton import TritonServer
+from tests.orchestrators import orchestrator_fixture
 
 pytestmark = pytest.mark.integration
 MODEL = ModelSettings().name
@@ -27,6 +28,16 @@ VERIFIER = TritonSettings().pair_verifier_model
 #: antonym), close enough in embedding space to pass the fallback's cosine bar.
 CACHED = "How do I stop my dog from barking at night?"
 NEAR_MISS = "How do I teach my dog to bark at night?"
+
+#: The verifier is off by default (semantic.verifier.enabled): an orchestrator of this module's own turns it on.
+verified = orchestrator_fixture("verifier", {"sk-verifier-gamma": {"tenant": "gamma"}}, "sk-verifier-admin",
+                                fixture_name="verified", ORCH_SEMANTIC__VERIFIER__ENABLED="true")
+
+
+@pytest.fixture(scope="module")
+def gamma(verified: OrchestratorProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{verified.http_url}/v1", api_key="sk-verifier-gamma", max_retries=0,
+                         timeout=120)
 
 
 def ask(client: openai.OpenAI, question: str) -> str:
@@ -54,14 +65,15 @@ def test_the_pair_is_a_near_miss_that_only_the_verifier_refuses() -> None:
     from model_assets.minilm import OnnxMiniLM
 
     cached, query = OnnxMiniLM().encode([CACHED, NEAR_MISS])
-    matcher = SemanticMatcher(SemanticSettings())
+    matcher = SemanticMatcher(SemanticSettings(verifier=VerifierSettings(enabled=True)))
     assert float(cached @ query) >= SemanticSettings().threshold and NearMissGuard().agrees(CACHED, NEAR_MISS)
     (score,) = OnnxPairVerifier().score([(CACHED, NEAR_MISS)])
     assert score < matcher.verifier_threshold
 
 
 def test_refused_with_the_verifier_and_served_by_the_fallback_without_it(
-        gamma: openai.OpenAI, orchestrator: OrchestratorProcess, triton: TritonServer) -> None:
+        gamma: openai.OpenAI, verified: OrchestratorProcess, triton: TritonServer) -> None:
+    orchestrator = verified
     assert ask(gamma, CACHED) in ("miss", "exact")
     calls = counter(orchestrator, "orchestrator_semantic_verifier_calls_total")
     assert ask(gamma, NEAR_MISS) == "miss"

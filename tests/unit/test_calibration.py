@@ -39,22 +39,24 @@ def record(rows: list, min_similarity: float = 0.5) -> dict:
 
 def test_the_layer_takes_tau_from_the_setting_or_from_delta_and_the_table() -> None:
     rows = [[0.95, True]] * 400 + [[0.6, False]] * 40  # 440 lookups: 40 wrong hits are 9 %
-    assert calibration.verifier_threshold(SemanticSettings(), record(rows)) == 0.95
-    assert calibration.verifier_threshold(SemanticSettings(max_error_rate=0.2), record(rows)) == 0.6
-    explicit = SemanticSettings(verifier=VerifierSettings(threshold=0.5))
+    on = VerifierSettings(enabled=True)
+    assert calibration.verifier_threshold(SemanticSettings(verifier=on), record(rows)) == 0.95
+    assert calibration.verifier_threshold(SemanticSettings(max_error_rate=0.2, verifier=on), record(rows)) == 0.6
+    explicit = SemanticSettings(verifier=VerifierSettings(enabled=True, threshold=0.5))
     assert calibration.verifier_threshold(explicit, record(rows)) == 0.5
-    assert calibration.verifier_threshold(SemanticSettings(verifier=VerifierSettings(enabled=False))) is None
-    assert calibration.verifier_threshold(SemanticSettings(), record([[0.9, False]] * 5)) == math.inf
+    assert calibration.verifier_threshold(SemanticSettings()) is None  # off by default
+    assert calibration.verifier_threshold(SemanticSettings(verifier=on), record([[0.9, False]] * 5)) == math.inf
 
 
 def test_a_table_for_other_settings_still_gives_tau_with_a_warning_naming_the_fix(
         caplog: pytest.LogCaptureFixture) -> None:
     rows = [[0.95, True]] * 400
-    other_band = SemanticSettings(verifier=VerifierSettings(min_similarity=0.6))
+    other_band = SemanticSettings(verifier=VerifierSettings(enabled=True, min_similarity=0.6))
     assert calibration.verifier_threshold(other_band, record(rows)) == 0.95
     assert "ORCH_SEMANTIC__VERIFIER__THRESHOLD" in caplog.text
     caplog.clear()
-    assert calibration.verifier_threshold(SemanticSettings(guard=GuardSettings(enabled=False)), record(rows)) == 0.95
+    no_guard = SemanticSettings(guard=GuardSettings(enabled=False), verifier=VerifierSettings(enabled=True))
+    assert calibration.verifier_threshold(no_guard, record(rows)) == 0.95
     assert "eval calibrate" in caplog.text
     caplog.clear()
     calibration.verifier_threshold(SemanticSettings(), record(rows))

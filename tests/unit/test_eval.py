@@ -47,14 +47,14 @@ def test_pairs_with_and_without_guard(tmp_path: Path) -> None:
 
 
 def test_pairs_with_the_verifier_report_the_error_rate_beside_the_bound(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["pairs", str(write_pairs(tmp_path))])
+    result = runner.invoke(app, ["pairs", str(write_pairs(tmp_path)), "--mode", "verifier"])
     assert result.exit_code == 0, result.output
     (row,) = lines(result.output)
     assert row["verifier"] is True and row["guard"] is True
     assert row["max_error_rate"] == 0.02 and 0.0 < row["verifier_threshold"] < 1.0
     assert row["near_miss_rejection_rate"] == 1.0 and row["paraphrase_hit_rate"] == 1.0
     assert row["error_rate"] == 0.0
-    result = runner.invoke(app, ["pairs", str(write_pairs(tmp_path)), "--sweep"])
+    result = runner.invoke(app, ["pairs", str(write_pairs(tmp_path)), "--sweep", "--mode", "verifier"])
     assert result.exit_code != 0 and "--sweep varies the cosine threshold" in result.output
 
 
@@ -81,7 +81,7 @@ def test_gptcache_protocol(tmp_path: Path) -> None:
     (strict,) = lines(runner.invoke(app, ["gptcache", str(path), "--split", "all", "--mode", "guard",
                                           "--threshold", "0.999"]).output)
     assert strict["hit_rate"] == 0.0 and strict["precision"] is None
-    (verified,) = lines(runner.invoke(app, ["gptcache", str(path), "--split", "all"]).output)
+    (verified,) = lines(runner.invoke(app, ["gptcache", str(path), "--split", "all", "--mode", "verifier"]).output)
     assert verified["verifier"] is True and verified["precision"] == 1.0 and verified["error_rate"] == 0.0
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from model_assets.pair_verifier import MODEL_FILE, OnnxPairVerifier, load_record
 from orchestrator import calibration
-from orchestrator.config import SemanticSettings
+from orchestrator.config import SemanticSettings, VerifierSettings
 from orchestrator.pairsets import VERIFIER_PAIRS, load_pairs
 
 #: Scores agree to this across onnxruntime builds and thread counts (int8 kernels accumulate in int32).
@@ -52,7 +52,7 @@ def test_the_shipped_calibration_table_is_the_models_and_gives_the_layers_thresh
     delta = SemanticSettings().max_error_rate
     found = calibration.threshold_for(calibration.table_rows(table), table["pairs"], delta)
     assert found.threshold is not None and found.upper_bound <= delta
-    assert calibration.verifier_threshold(SemanticSettings(), record) == pytest.approx(found.threshold,
+    assert calibration.verifier_threshold(SemanticSettings(verifier=VerifierSettings(enabled=True)), record) == pytest.approx(found.threshold,
                                                                                       abs=SCORE_TOLERANCE)
 
 

@@ -24,7 +24,8 @@ def candidate(query: str, similarity: float) -> Candidate:
 
 
 def matcher(**verifier: object) -> SemanticMatcher:
-    return SemanticMatcher(SemanticSettings(threshold=0.8, verifier=VerifierSettings(threshold=TAU, **verifier)))
+    settings = VerifierSettings(**{"enabled": True, "threshold": TAU, **verifier})
+    return SemanticMatcher(SemanticSettings(threshold=0.8, verifier=settings))
 
 
 def test_the_verifier_decides_the_band_and_the_guard_keeps_its_veto() -> None:
