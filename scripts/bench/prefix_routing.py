@@ -107,12 +107,15 @@ def distinct_rounds(rounds: int, requests: int, tokens: int) -> list[list[Messag
             for r in range(rounds)]
 
 
-def small_profile(out: Path) -> Path:
-    """The CPU profile with one llama.cpp thread per engine: two engines busy at once use the two cores."""
+def small_profile(out: Path, kv_host_bytes: int | None) -> Path:
+    """The CPU profile with one llama.cpp thread per engine (two engines busy at once use the two cores) and,
+    when given, `kv_host_bytes` of host prompt cache beside the slots."""
     profile = tomlkit.parse((paths.PROFILES_DIR / "cpu.toml").read_text())
     parameters = profile["models"]["tensorrt_llm"]["parameters"]
     parameters["cpu_threads"] = 1
     parameters["cpu_threads_batch"] = 1
+    if kv_host_bytes is not None:
+        parameters["kv_cache_host_memory_bytes"] = kv_host_bytes
     out.write_text(tomlkit.dumps(profile))
     return out
 
@@ -283,6 +286,9 @@ def main() -> None:
     parser.add_argument("--distinct-tokens", type=int, default=150, help="length of each distinct system prompt")
     parser.add_argument("--distinct-max-tokens", type=int, default=16)
     parser.add_argument("--distinct-concurrency", type=int, default=4)
+    parser.add_argument("--kv-host-bytes", type=int,
+                        help="each engine's host prompt cache (kv_cache_host_memory_bytes; default: the profile's "
+                             "1 GiB); 0, upstream's default, keeps reuse to what the 4 slots hold")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--placements", action=argparse.BooleanOptionalAction, default=True,
                         help="affinity pods share prefix placements through Valkey (the default setting)")
@@ -291,7 +297,8 @@ def main() -> None:
     started = time.monotonic()
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="prefix-routing-") as tmp, ExitStack() as stack:
-        repository = render(str(small_profile(Path(tmp) / "cpu-1-thread.toml")), Path(tmp) / "repository")
+        repository = render(str(small_profile(Path(tmp) / "cpu-1-thread.toml", args.kv_host_bytes)),
+                            Path(tmp) / "repository")
         valkey = stack.enter_context(ValkeyServer())
         deployments = {policy: deploy(stack, policy, repository, valkey.url, Path(tmp), args.load_factor,
                                        args.placements)
@@ -308,6 +315,7 @@ def main() -> None:
                    f"Python {platform.python_version()}",
         "load_average_before": load_before, "load_average_after": load_average(),
         "orchestrators_per_policy": 2, "tritons_per_policy": 2, "engine_threads": 1,
+        "kv_cache_host_memory_bytes": args.kv_host_bytes,
         "load_factor": TritonSettings(**({"routing_load_factor": args.load_factor} if args.load_factor else {})
                                       ).routing_load_factor,
         "placements": args.placements,
