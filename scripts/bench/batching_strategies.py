@@ -241,7 +241,8 @@ def main() -> None:
         result[f"ttft_p50_ratio_at_{moderate:g}"] = (round(static_ttft / continuous_ttft, 2)
                                                      if static_ttft and continuous_ttft else None)
     result["per_rate"] = measured
-    result["plot"] = str(args.plot)
+    plot = args.plot.resolve()
+    result["plot"] = str(plot.relative_to(PROJECT_ROOT) if plot.is_relative_to(PROJECT_ROOT) else plot)
     result["wall_s"] = round(time.perf_counter() - began)
     print(json.dumps(result))
 
