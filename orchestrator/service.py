@@ -116,11 +116,12 @@ class CachedLLMService:
         placements = (PrefixPlacements(redis, settings.redis.key_prefix, settings.triton.routing_placement_ttl_s,
                                        settings.redis.retry_after_s, settings.triton.routing_prefix_chars)
                       if settings.triton.routing_placements else None)
-        verifier = TritonPairVerifier(settings.triton.url, settings.triton.pair_verifier_model,
-                                      timeout_s=settings.semantic.verifier.timeout_s)
+        verifier = (TritonPairVerifier(settings.triton.url, settings.triton.pair_verifier_model,
+                                       timeout_s=settings.semantic.verifier.timeout_s)
+                    if settings.semantic.verifier.enabled else None)
         service = cls(settings, exact, llm_backend(settings.triton, settings.model, placements), embedder=embedder,
                       semantic_factory=lambda: build_semantic_layer(settings, redis, embedder, verifier),
-                      closers=(verifier,))
+                      closers=(verifier,) if verifier is not None else ())
         await service.semantic.available()
         return service
 
