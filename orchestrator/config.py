@@ -101,8 +101,8 @@ class TritonSettings(BaseModel):
     #: passed over for the least-loaded one; null: affinity whatever the load.
     routing_load_factor: float | None = Field(default=1.25, ge=1.0)
     #: Share where each prefix was last computed through Redis (orchestrator/backends/placements.py): a prefix
-    #: a replica holds goes back to it, one that none holds goes to the least-loaded replica. Off, or while
-    #: Redis is unavailable: rendezvous hashing with the bound above.
+    #: a replica holds goes back to it, one that none holds to the replica with the fewest blocks among the
+    #: least loaded. Off, or while Redis is unavailable: rendezvous hashing with the bound above.
     routing_placements: bool = True
     #: How long a placement is trusted: about as long as a replica keeps unused KV blocks under load.
     routing_placement_ttl_s: float = Field(default=600.0, gt=0)

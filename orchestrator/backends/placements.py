@@ -7,20 +7,25 @@ replica while another idles. Both cost throughput or TTFT, and measurably so (do
 routing). With this table the router knows which case it is in:
 
 - a prompt whose prefix a replica holds goes back to that replica, within the load bound;
-- a prompt with no known prefix goes to the least-loaded replica: nothing can be reused, so balance is all.
+- a prompt with no known prefix goes where it balances load and cache: within a tight load bound, to the
+  replica given the fewest KV blocks recently (each replica's blocks are counted in a sorted set beside the
+  table, `<key_prefix>:held:<url>`, scored by when each block was last routed there, and counted over the TTL).
 
 Prefixes are keyed at every `BLOCK_CHARS` characters of the prompt up to the routing window (1,024 by
 default), about one 32-token KV block apart, and the longest one found wins. So the next turn of a
 conversation (whose prompt starts with the whole previous one) finds the replica of the turn before, and
 prompts that share a long system prompt meet on one replica, while prompts that share less than a block do not.
-One MGET reads them all, and the replica chosen is written back for every key in one pipeline, off the
-request's path, so the next request with that prefix follows it from any pod. Entries expire after `ttl_s`,
+One pipeline reads them all (an MGET) with every replica's block count, and the replica chosen is written
+back for every key in one pipeline, off the request's path, so the next request with that prefix follows it from any pod. Entries expire after `ttl_s`,
 about as long as a replica's KV blocks survive under load (a stale entry costs one prefill, as no affinity
 would). The table is a hint: while Redis is unavailable the router goes back to rendezvous hashing with the
 bound, and no request waits on it for more than one short timeout.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
@@ -53,16 +58,26 @@ class PrefixPlacements:
     def redis_keys(self, prompt: str) -> list[str]:
         return [f"{self.key_prefix}:route:{key.hex()}" for key in block_prefixes(prompt, self.window_chars)]
 
-    async def lookup(self, prompt: str) -> Placement | None:
-        """Where the prompt's longest known prefix was computed, or None when the table cannot be read (route
-        without it)."""
+    def held_key(self, url: str) -> str:
+        """The sorted set of the block prefixes routed to `url` (member: the block's key; score: when, in ms)."""
+        return f"{self.key_prefix}:held:{url}"
+
+    async def lookup(self, prompt: str, urls: Sequence[str]) -> Placement | None:
+        """Where the prompt's longest known prefix was computed, with how many blocks each of `urls` was given
+        within the TTL; None when the table cannot be read (route without it)."""
         keys = self.redis_keys(prompt)
-        if not keys:  # shorter than one block: nothing worth reusing
-            return Placement(None)
+        since_ms = _now_ms() - self.ttl_ms
 
         async def read() -> Placement:
-            urls = await self.client.mget(keys)
-            return Placement(next((url.decode() for url in reversed(urls) if url is not None), None))
+            async with self.client.pipeline(transaction=False) as pipe:
+                if keys:
+                    pipe.mget(keys)
+                for url in urls:
+                    pipe.zcount(self.held_key(url), since_ms, "+inf")
+                replies = await pipe.execute()
+            holders = replies.pop(0) if keys else []
+            holder = next((url.decode() for url in reversed(holders) if url is not None), None)
+            return Placement(holder, dict(zip(urls, replies, strict=True)))
 
         return await self._breaker.call("route_lookup", read, None)
 
@@ -71,11 +86,21 @@ class PrefixPlacements:
         keys = self.redis_keys(prompt)
         if not keys:
             return
+        now_ms = _now_ms()
+        held = self.held_key(url)
 
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.set(key, url, px=self.ttl_ms)
+                pipe.zadd(held, dict.fromkeys(keys, now_ms))
+                pipe.zremrangebyscore(held, "-inf", f"({now_ms - self.ttl_ms}")
+                pipe.pexpire(held, self.ttl_ms)
                 await pipe.execute()
 
         await self._breaker.call("route_record", write, None)
+
+
+def _now_ms() -> int:
+    """Wall-clock milliseconds: the pods share the sorted sets, so their clocks (NTP) are the common base."""
+    return time.time_ns() // 1_000_000

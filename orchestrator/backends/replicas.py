@@ -28,9 +28,13 @@ queues it). Each orchestrator pod counts only its own requests, so the bound hol
 
 With a table of prefix placements (orchestrator/backends/placements.py, shared by the pods through Redis) the
 router knows more than the hash: `pick(prompt, placement=...)` sends a prefix that a replica holds back to that
-replica (within the bound), and a prefix that no replica holds to the least-loaded replica (ties broken by
-rank), since there is nothing to reuse. Without the table (`placement=None`: none configured, or Redis
-unavailable) routing is the rendezvous hashing above.
+replica (within the bound). A prefix that no replica holds has nothing to reuse anywhere, so it gets the tight
+bound (load factor 1: no replica above the mean after it), and among the replicas within that bound the one
+that holds the fewest KV blocks according to the table (ties: fewer in flight, then rank). That spreads new
+prefixes by the cache they will occupy, not only by the requests in flight at the moment they arrive, which
+leaves every replica's share of documents even (SGLang's cache-aware router places unmatched requests on the
+worker with the smallest radix tree for the same reason). Without the table (`placement=None`: none
+configured, or Redis unavailable) routing is the rendezvous hashing above.
 
 The `round_robin` policy ignores prompts and loads: each request goes to the next healthy replica (the
 baseline that scripts/bench/prefix_routing.py measures affinity against).
@@ -50,8 +54,8 @@ import logging
 import math
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, get_args
 
@@ -89,9 +93,11 @@ class Route(str, Enum):
 @dataclass(frozen=True)
 class Placement:
     """What the shared table (orchestrator/backends/placements.py) says about a prompt: the replica that last
-    computed its longest known prefix, or None when no replica has computed any of it recently."""
+    computed its longest known prefix (None when no replica has computed any of it recently), and how many KV
+    blocks each replica has been given recently (replicas missing from `held` hold none)."""
 
     url: str | None
+    held: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -193,13 +199,15 @@ class ReplicaRouter:
         key = prefix_key(prompt, self.prefix_chars)
         return sorted(self.replicas, key=lambda r: rendezvous_score(r.url, key), reverse=True)
 
-    def bound(self, candidates: Collection[Replica]) -> int | None:
-        """Bounded loads: the most requests one of `candidates` may carry before the next one goes elsewhere."""
-        if self.load_factor is None or not candidates:
+    def bound(self, candidates: Collection[Replica], load_factor: float | None = None) -> int | None:
+        """Bounded loads: the most requests one of `candidates` may carry before the next one goes elsewhere
+        (at `load_factor`, the router's own by default)."""
+        load_factor = self.load_factor if load_factor is None else load_factor
+        if load_factor is None or not candidates:
             return None
         total = sum(replica.in_flight for replica in candidates)
         # The epsilon keeps float noise (1.1 * 10 = 11.000000000000002) from raising the bound by one.
-        return max(1, math.ceil(self.load_factor * (total + 1) / len(candidates) - 1e-9))
+        return max(1, math.ceil(load_factor * (total + 1) / len(candidates) - 1e-9))
 
     def saturated(self, replica: Replica) -> bool:
         """At `max_in_flight`, whatever the others carry."""
@@ -240,7 +248,7 @@ class ReplicaRouter:
         if placement is not None:
             holder = next((replica for replica in ordered if replica.url == placement.url), None)
             if holder is None:  # no replica (in the set, healthy) holds the prefix: balance is all that counts
-                return least_loaded, Route.NEW_PREFIX
+                return self._for_new_prefix(ordered, placement.held), Route.NEW_PREFIX
             if within(holder):
                 return holder, Route.AFFINITY
         else:
@@ -248,6 +256,15 @@ class ReplicaRouter:
             if within(preferred):
                 return preferred, Route.AFFINITY if preferred is ranked[0] else Route.FAILOVER
         return least_loaded, Route.OVERFLOW if room else Route.ALL_SATURATED
+
+    def _for_new_prefix(self, ordered: list[Replica], held: Mapping[str, int]) -> Replica:
+        """Among the replicas within the tight bound (none above the mean load after this request), the one
+        holding the fewest KV blocks; ties go to fewer in flight, then to rank."""
+        tight = self.bound(ordered, load_factor=1.0) or 1  # never None: `ordered` is not empty
+        room = [replica for replica in ordered if not self.saturated(replica) and replica.in_flight < tight]
+        if not room:  # every replica at max_in_flight: the least loaded queues it
+            return min(ordered, key=lambda replica: replica.in_flight)
+        return min(room, key=lambda replica: (held.get(replica.url, 0), replica.in_flight))
 
     def release(self, replica: Replica) -> None:
         """The request picked for `replica` has finished (completed, failed or cancelled)."""

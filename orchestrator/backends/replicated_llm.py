@@ -193,7 +193,7 @@ class ReplicatedLLM:
         await self._started()
         tried: set[str] = set()
         failure: BackendUnavailable | None = None
-        placement = await self.placements.lookup(prompt) if self.placements is not None else None
+        placement = await self.placements.lookup(prompt, self.router.urls) if self.placements is not None else None
         while True:
             try:
                 replica = self.router.pick(prompt, exclude=tried, placement=placement)

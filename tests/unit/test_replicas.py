@@ -227,18 +227,32 @@ def test_a_placed_prefix_goes_back_to_its_holder_within_the_bound_even_against_t
     assert router.decisions == Counter({Route.AFFINITY: 2, Route.OVERFLOW: 1})
 
 
-def test_a_prefix_no_replica_holds_goes_to_the_least_loaded_and_ties_by_rank() -> None:
+def test_a_prefix_no_replica_holds_goes_to_the_fewest_held_blocks_within_the_tight_bound() -> None:
     router = ReplicaRouter(URLS[:2], load_factor=1.25)
     prompt = "a prompt that shares nothing " * 60
     preferred, other = router.ranking(prompt)
-    new = Placement(None)
-    assert router.pick(prompt, placement=new) is preferred  # equal loads: the rank decides
-    # Hashing alone would stack the second on the preferred replica (within ceil(1.25 * 2 / 2) = 2)...
-    assert router.pick(prompt) is preferred
+    assert router.pick(prompt, placement=Placement(None)) is preferred  # nothing held, equal loads: the rank
     router.release(preferred)
-    # ...a prefix known to be new balances instead.
-    assert router.pick(prompt, placement=new) is other
-    assert router.decisions == Counter({Route.NEW_PREFIX: 2, Route.AFFINITY: 1})
+    fuller = Placement(None, {preferred.url: 40, other.url: 8})
+    assert router.pick(prompt, placement=fuller) is other  # the replica with more room for the new prefix
+    # The tight bound (load factor 1: ceil(1 * 2 / 2) = 1) keeps a second one off `other` while `preferred` idles,
+    # where the router's own bound (ceil(1.25 * 2 / 2) = 2) would not...
+    assert router.pick(prompt, placement=fuller) is preferred
+    # ...and, hashing alone, both would have stacked on the preferred replica.
+    assert router.pick(prompt) is preferred
+    assert router.decisions == Counter({Route.NEW_PREFIX: 3, Route.AFFINITY: 1})
+
+
+def test_a_new_prefix_with_every_replica_at_max_in_flight_queues_on_the_least_loaded() -> None:
+    router = ReplicaRouter(URLS[:2], load_factor=1.25, max_in_flight=1)
+    prompt = "nothing shared " * 80
+    first = router.pick(prompt, placement=Placement(None))
+    second = router.pick(prompt, placement=Placement(None, {first.url: 99}))  # the one with room, whatever it holds
+    assert second is not first
+    router.release(first)
+    assert router.pick(prompt, placement=Placement(None, {first.url: 99})) is first
+    third = router.pick(prompt, placement=Placement(None, {second.url: 99}))
+    assert third.in_flight == 2  # both at the cap: one of them queues it
 
 
 def test_a_placement_on_a_replica_that_is_down_or_gone_counts_as_new() -> None:

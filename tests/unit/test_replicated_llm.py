@@ -71,8 +71,9 @@ class Table:
         self.placements: dict[str, str] = {}
         self.down = False
 
-    async def lookup(self, prompt: str) -> Placement | None:
-        return None if self.down else Placement(self.placements.get(prompt[:1024]))
+    async def lookup(self, prompt: str, urls: list[str]) -> Placement | None:
+        held = {url: sum(holder == url for holder in self.placements.values()) for url in urls}
+        return None if self.down else Placement(self.placements.get(prompt[:1024]), held)
 
     async def record(self, prompt: str, url: str) -> None:
         self.placements[prompt[:1024]] = url
