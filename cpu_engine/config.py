@@ -20,6 +20,9 @@ SCHEDULER_POLICIES = frozenset({"max_utilization", "guaranteed_no_evict"})
 
 #: llama.cpp's own default.
 DEFAULT_POLL = 50
+#: libgomp's spins before a waiting thread sleeps (cpu_engine.openmp): 0, sleep at once, which holds up when
+#: another process takes a core; libgomp's own default is 300,000 (docs/benchmarks.md, CPU contention).
+DEFAULT_SPIN_COUNT = 0
 
 
 def default_threads() -> int:
@@ -53,8 +56,12 @@ class EngineConfig:
     #: derived from the cores this process may use (cpu_engine.cores), never more.
     threads: int
     batch_threads: int
-    #: How hard llama.cpp's threads spin before sleeping while they wait for each other (0-100, its `poll`).
+    #: How hard the threads of llama.cpp's own threadpool spin before sleeping (0-100, its `poll`); builds whose
+    #: kernels run on OpenMP, as xllamacpp's do, wait as `spin_count` says instead.
     poll: int
+    #: How many times an OpenMP thread spins at a barrier before sleeping (libgomp's GOMP_SPINCOUNT,
+    #: cpu_engine.openmp).
+    spin_count: int
     #: Prompt tokens per llama.cpp batch when chunked context is on.
     chunk_tokens: int
     stats_check_period_ms: int
@@ -127,6 +134,7 @@ class EngineConfig:
             threads=threads,
             batch_threads=integer("cpu_threads_batch", threads, 1),
             poll=integer("cpu_poll", DEFAULT_POLL, 0),
+            spin_count=integer("cpu_spin_count", DEFAULT_SPIN_COUNT, 0),
             chunk_tokens=integer("cpu_chunk_tokens", 512, 1),
             stats_check_period_ms=integer("stats_check_period_ms", 100, 1),
         )

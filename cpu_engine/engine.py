@@ -20,6 +20,7 @@ from pathlib import Path
 from cpu_engine.completion import FINISH_CANCELLED, CompletionStream, EngineError
 from cpu_engine.config import EngineConfig
 from cpu_engine.kv_blocks import KvBlockPool, RequestBlocks
+from cpu_engine.openmp import set_spin_count
 from cpu_engine.requests import GenerationRequest
 
 
@@ -51,7 +52,9 @@ class Progress:
 def llama_params(config: EngineConfig):
     """llama.cpp's server parameters for the engine's model, slots, context, threads and polling (an
     xllamacpp.CommonParams); the caller adds where its HTTP front end listens. Shared with the benchmark that
-    runs llama.cpp's own server on the same settings (scripts/bench/llm_throughput.py)."""
+    runs llama.cpp's own server on the same settings (scripts/bench/llm_throughput.py). Sets the OpenMP
+    threads' spin count first, so call it before anything else imports xllamacpp."""
+    set_spin_count(config.spin_count)
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -78,6 +81,7 @@ def llama_params(config: EngineConfig):
 
 class LlamaEngine:
     def __init__(self, config: EngineConfig, encode_text: Callable[[str], list[int]]) -> None:
+        params = llama_params(config)  # first: it sets libgomp's spin count before xllamacpp loads libgomp
         import xllamacpp
 
         self.config = config
@@ -85,7 +89,6 @@ class LlamaEngine:
         self.kv_pool = KvBlockPool(config.max_blocks, config.tokens_per_block)
         self._socket_dir = Path(tempfile.mkdtemp(prefix="cpu-engine-"))
         os.chmod(self._socket_dir, 0o700)
-        params = llama_params(config)
         params.hostnames = [str(self._socket_dir / "llama.sock")]
         self.api_key = secrets.token_urlsafe(32)
         params.api_keys = [self.api_key]
