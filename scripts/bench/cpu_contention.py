@@ -4,14 +4,18 @@ Two measurements, each idle and then with one competing busy core (a bounded bus
 starts and stops), on the same seeded prompts:
 
 - engine alone: the CPU engine in-process (cpu_engine.LlamaEngine), 4 concurrent streams of 64 tokens, for
-  each llama.cpp setting given (decode threads, prompt-batch threads, poll level);
-- through the service: Valkey + Triton (CPU profile, the engine set as given) + `python -m orchestrator serve`,
-  4 concurrent streaming chat requests (~100-word prompts, 32 tokens, `Cache-Control: no-store`) with httpx.
+  each llama.cpp setting given (decode threads, prompt-batch threads, poll level); libgomp's spin count
+  (cpu_engine.openmp) is one per process, `--engine-spin-count`;
+- through the service: Valkey + Triton (CPU profile, as rendered or with the engine set as given, spin count
+  included: each variant has its own Triton) + `python -m orchestrator serve`, 4 concurrent streaming chat
+  requests (~100-word prompts, `--service-tokens` tokens, `Cache-Control: no-store`) with httpx.
 
-`contended_over_idle` is tokens/s with one busy core over tokens/s idle (0.5 is ideal on 2 cores). Variants are
-interleaved round by round, so drift hits them alike. Needs an otherwise idle machine. Prints one JSON line.
+`contended_over_idle` is tokens/s with one busy core over tokens/s idle (0.5 is ideal on 2 cores); the
+top-level figure is the service with the profile as rendered (the first service variant, `profile`), each
+variant's is beside it. Variants are interleaved round by round, so drift hits them alike. Needs an otherwise
+idle machine. Prints one JSON line.
 
-    .venv/bin/python scripts/bench/cpu_contention.py --rounds 2
+    .venv/bin/python scripts/bench/cpu_contention.py --rounds 3
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cpu_engine import tokenizer  # noqa: E402
-from cpu_engine.config import EngineConfig  # noqa: E402
+from cpu_engine.config import DEFAULT_SPIN_COUNT, EngineConfig  # noqa: E402
 from cpu_engine.engine import LlamaEngine  # noqa: E402
 from cpu_engine.requests import GenerationRequest  # noqa: E402
 from model_assets import llm  # noqa: E402
@@ -108,19 +112,22 @@ def engine_run(engine: LlamaEngine, texts: list[str], vocabulary, max_tokens: in
     return {"tok_s": sum(counts) / wall, "ttft_s": statistics.median(firsts)}
 
 
-def engine_config(threads: int, batch_threads: int, poll: int) -> EngineConfig:
+def engine_config(threads: int, batch_threads: int, poll: int, spin_count: int) -> EngineConfig:
     return EngineConfig.from_model_config(
         {"max_batch_size": STREAMS, "parameters": {
             "cpu_threads": {"string_value": str(threads)}, "cpu_threads_batch": {"string_value": str(batch_threads)},
-            "cpu_poll": {"string_value": str(poll)}, "enable_kv_cache_reuse": {"string_value": "false"},
+            "cpu_poll": {"string_value": str(poll)}, "cpu_spin_count": {"string_value": str(spin_count)},
+            "enable_kv_cache_reuse": {"string_value": "false"},
             "max_tokens_in_paged_kv_cache": {"string_value": str(STREAMS * 1024)}}},
         default_model_path=str(llm.gguf_path()))
 
 
-def measure_engine(variants: list[tuple[int, int, int]], rounds: int, max_tokens: int) -> dict:
+def measure_engine(variants: list[Variant], spin_count: int, rounds: int, max_tokens: int) -> dict:
     vocabulary = tokenizer.load()
-    engines = {variant: LlamaEngine(engine_config(*variant), lambda t: tokenizer.encode(vocabulary, t))
-               for variant in variants}
+    if None in variants:
+        raise SystemExit("--engine-variants: give threads/batch_threads/poll for each (no `profile` here)")
+    engines = {variant: LlamaEngine(engine_config(*variant[:3], spin_count),
+                                    lambda t: tokenizer.encode(vocabulary, t)) for variant in variants}
     texts = prompts(seed=1)
     results: dict[str, dict[str, list]] = {}
     for _ in range(rounds):
@@ -135,9 +142,16 @@ def measure_engine(variants: list[tuple[int, int, int]], rounds: int, max_tokens
     return summarize(results)
 
 
-def label(variant: tuple[int, int, int]) -> str:
-    threads, batch_threads, poll = variant
-    return f"threads={threads},batch_threads={batch_threads},poll={poll}"
+#: (threads, batch_threads, poll[, spin_count]); None: the profile as rendered.
+Variant = tuple[int, ...] | None
+PARAMETERS = ("cpu_threads", "cpu_threads_batch", "cpu_poll", "cpu_spin_count")
+
+
+def label(variant: Variant) -> str:
+    if variant is None:
+        return "profile"
+    names = ("threads", "batch_threads", "poll", "spin")
+    return ",".join(f"{name}={value}" for name, value in zip(names, variant))
 
 
 def summarize(results: dict[str, dict[str, list]]) -> dict:
@@ -181,10 +195,10 @@ async def service_run(url: str, texts: list[str], max_tokens: int) -> dict:
     return {"tok_s": sum(tokens) / wall, "ttft_s": statistics.median(firsts)}
 
 
-def set_engine_parameters(repository: Path, threads: int, batch_threads: int, poll: int) -> None:
+def set_engine_parameters(repository: Path, variant: tuple[int, ...]) -> None:
     config = repository / "tensorrt_llm" / "config.pbtxt"
     text = config.read_text()
-    for key, value in (("cpu_threads", threads), ("cpu_threads_batch", batch_threads), ("cpu_poll", poll)):
+    for key, value in zip(PARAMETERS, variant):
         pattern = rf'(key: "{key}"\s*value: \{{ string_value: )"[^"]*"'
         if re.search(pattern, text):
             text = re.sub(pattern, rf'\1"{value}"', text)
@@ -193,14 +207,15 @@ def set_engine_parameters(repository: Path, threads: int, batch_threads: int, po
     config.write_text(text)
 
 
-def measure_service(variants: list[tuple[int, int, int]], rounds: int, max_tokens: int, scratch: Path) -> dict:
+def measure_service(variants: list[Variant], rounds: int, max_tokens: int, scratch: Path) -> dict:
     texts = prompts(seed=2)
     results: dict[str, dict[str, list]] = {}
     env = {"ORCH_API__KEYS": json.dumps({"sk-bench": {"tenant": "bench"}})}
     with ValkeyServer() as valkey:
         for variant in variants:
             repository = render("cpu", scratch / label(variant).replace(",", "_").replace("=", "-"))
-            set_engine_parameters(repository, *variant)
+            if variant is not None:
+                set_engine_parameters(repository, variant)
             with TritonServer(repository, log_path=scratch / "triton.log") as triton, \
                     OrchestratorProcess(triton.grpc_url, valkey.url, env=env) as orchestrator:
                 asyncio.run(service_run(orchestrator.http_url, [next(texts)], max_tokens))  # warm-up
@@ -214,28 +229,36 @@ def measure_service(variants: list[tuple[int, int, int]], rounds: int, max_token
     return summarize(results)
 
 
-def parse_variants(text: str) -> list[tuple[int, int, int]]:
-    """"2/2/50,1/1/0" → [(threads, batch_threads, poll), ...]."""
-    return [tuple(int(part) for part in item.split("/")) for item in text.split(",")]  # type: ignore[misc]
+def parse_variants(text: str) -> list[Variant]:
+    """"profile,2/2/50/300000,1/1/0" → [None, (threads, batch_threads, poll, spin_count), (1, 1, 0)]."""
+    return [None if item == "profile" else tuple(int(part) for part in item.split("/")) for item in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--engine-variants", default="2/2/50,2/2/0,1/1/0,1/2/0,1/1/50",
+    parser.add_argument("--engine-variants", default="2/2/50,2/2/0,1/1/0",
                         help="threads/batch_threads/poll, comma-separated, for the engine alone")
-    parser.add_argument("--service-variants", default="2/2/50,1/2/0",
-                        help="threads/batch_threads/poll measured through the service (the first is the reference)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--engine-spin-count", type=int, default=DEFAULT_SPIN_COUNT,
+                        help="libgomp's spin count for every engine-alone variant (one per process)")
+    parser.add_argument("--service-variants", default="profile,2/2/50/300000,1/1/0/0",
+                        help="`profile` (as rendered) or threads/batch_threads/poll[/spin_count], comma-separated, "
+                             "through the service; the first gives the top-level contended_over_idle")
+    parser.add_argument("--service-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--part", choices=("engine", "service", "both"), default="both")
     args = parser.parse_args()
     result: dict = {"bench": "cpu_contention", "cores": os.cpu_count(), "streams": STREAMS,
                     "load_average_start": round(os.getloadavg()[0], 2)}
     if args.part in ("engine", "both"):
-        result["engine"] = measure_engine(parse_variants(args.engine_variants), args.rounds, 64)
+        result["engine_spin_count"] = args.engine_spin_count
+        result["engine"] = measure_engine(parse_variants(args.engine_variants), args.engine_spin_count, args.rounds,
+                                          64)
     if args.part in ("service", "both"):
+        variants = parse_variants(args.service_variants)
         with tempfile.TemporaryDirectory(prefix="cpu-contention-") as scratch:
-            result["service"] = measure_service(parse_variants(args.service_variants), args.rounds, 32, Path(scratch))
-        result["contended_over_idle"] = {name: row["contended_over_idle"] for name, row in result["service"].items()}
+            result["service"] = measure_service(variants, args.rounds, args.service_tokens, Path(scratch))
+        result["service_tokens"] = args.service_tokens
+        result["contended_over_idle"] = result["service"][label(variants[0])]["contended_over_idle"]
     result["load_average_end"] = round(os.getloadavg()[0], 2)
     for part in ("engine", "service"):
         for name, row in result.get(part, {}).items():

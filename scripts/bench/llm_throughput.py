@@ -23,8 +23,7 @@ within each round (same minute, same machine state) and then summarised the same
 Which systems stay up: each is started once, warmed, and its idle CPU measured over --idle-probe-s. One that
 stays under --idle-cpu-pct while idle (llama.cpp's threads sleep once polling ends) stays up through the
 rounds; one that burns CPU while idle would steal from whichever system is measured, so it is stopped and
-started again for its turn in every round (Triton 2.51's Python stub spins in its message wait loop, see
-docs/benchmarks.md, "CPU contention"). The JSON records each system's idle CPU and the policy it got.
+started again for its turn in every round. The JSON records each system's idle CPU and the policy it got.
 The default run (3 rounds x 3 systems x 1/4/16 streams x 64 tokens = 1,344 tokens per system and round) took
 331 s in a smoke run on this machine with a training job beside it for two of its three rounds; its calm
 round generated for ~26 s in all, so an idle run should take 2-3 minutes. --rounds and --tokens make it
@@ -232,9 +231,9 @@ class LlamaCppServer(ManagedServer):
 
 def serve_llamacpp(repository: Path, port: int) -> None:
     """The child: llama.cpp's server on loopback with the engine's llama.cpp settings, until SIGTERM."""
+    params = llama_params(engine_config(repository))  # first: it sets libgomp's spin count
     import xllamacpp
 
-    params = llama_params(engine_config(repository))
     params.hostnames = ["127.0.0.1"]
     params.port = port
     server = xllamacpp.Server(params)
