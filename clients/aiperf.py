@@ -26,14 +26,13 @@ import random
 import resource
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.prometheus import MetricsUnavailable, scrape, total
 from stack import paths
 
 PAIRS_FILE = paths.SEMANTIC_DATA_DIR / "gptcache_mock_data.json"
@@ -163,22 +162,13 @@ def run_aiperf(command: list[str], log_path: Path) -> float:
 def cache_counters(url: str) -> dict[str, float] | None:
     """The orchestrator's own hit and miss counters (Prometheus /metrics), to check that each file hit the cache
     as designed; None where the deployment does not expose them."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError):
+        samples = scrape(url)
+    except MetricsUnavailable:
         return None
-    counts: dict[str, float] = {"exact": 0.0, "semantic": 0.0, "miss": 0.0, "bypass": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "orchestrator_cache_hits_total" and sample.labels.get("layer") in counts:
-                counts[sample.labels["layer"]] += sample.value
-            elif sample.name == "orchestrator_cache_misses_total":
-                counts["miss"] += sample.value
-            elif sample.name == "orchestrator_cache_bypasses_total":
-                counts["bypass"] += sample.value
+    counts = {layer: total(samples, "orchestrator_cache_hits_total", layer=layer) for layer in ("exact", "semantic")}
+    counts["miss"] = total(samples, "orchestrator_cache_misses_total")
+    counts["bypass"] = total(samples, "orchestrator_cache_bypasses_total")
     return counts
 
 

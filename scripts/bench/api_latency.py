@@ -42,9 +42,9 @@ import httpx
 import numpy as np
 import redis
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import aio as tritonclient
 
+from clients.prometheus import scrape, total
 from model_assets.chat import format_chat
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -269,10 +269,8 @@ async def embedding_count(triton: tritonclient.InferenceServerClient) -> int:
 
 def histogram_totals(orchestrator: OrchestratorProcess, name: str) -> tuple[float, float]:
     """(sum, count) of a histogram on the orchestrator's /metrics."""
-    text = httpx.get(f"{orchestrator.http_url}/metrics").text
-    totals = {sample.name: sample.value for family in text_string_to_metric_families(text)
-              if family.name == name for sample in family.samples if not sample.labels}
-    return totals.get(f"{name}_sum", 0.0), totals.get(f"{name}_count", 0.0)
+    samples = scrape(orchestrator.http_url)
+    return total(samples, f"{name}_sum"), total(samples, f"{name}_count")
 
 
 def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
@@ -289,12 +287,6 @@ def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
     raise RuntimeError(f"the warm-up answer was not stored: {first.text}")
 
 
-def counter_total(orchestrator: OrchestratorProcess, name: str) -> float:
-    text = httpx.get(f"{orchestrator.http_url}/metrics").text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name)
-
-
 async def semantic_hits(orchestrator: OrchestratorProcess, requests: int) -> dict:
     """Semantic-hit latency at concurrency 1, and the verifier calls of misses below its band."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": SEMANTIC_HIT_QUESTION}],
@@ -306,12 +298,12 @@ async def semantic_hits(orchestrator: OrchestratorProcess, requests: int) -> dic
             assert response.headers["x-cache"] == "semantic", response.headers.get("x-cache")
 
         result = await measured(orchestrator, hit, 1, requests)
-        calls = counter_total(orchestrator, "orchestrator_semantic_verifier_calls_total")
+        calls = total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total")
         for question in BELOW_BAND_QUESTIONS:
             await client.post("/v1/chat/completions", headers=headers, json={
                 "model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 1})
-        result["below_band_verifier_calls"] = counter_total(
-            orchestrator, "orchestrator_semantic_verifier_calls_total") - calls
+        result["below_band_verifier_calls"] = total(scrape(orchestrator.http_url),
+                                                    "orchestrator_semantic_verifier_calls_total") - calls
     return result
 
 

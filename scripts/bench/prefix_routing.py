@@ -43,7 +43,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from contextlib import ExitStack
@@ -52,10 +51,10 @@ from pathlib import Path
 
 import grpc
 import tomlkit
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from clients.prometheus import scrape  # noqa: E402
 from cpu_engine import tokenizer  # noqa: E402
 from stack.orchestrator_process import OrchestratorProcess  # noqa: E402
 from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2 as pb  # noqa: E402
@@ -141,13 +140,9 @@ class Deployment:
         names = {triton.grpc_url: f"triton-{i}" for i, triton in enumerate(self.tritons)}
         routes: dict[str, Counter] = {name: Counter() for name in names.values()}
         for orchestrator in self.orchestrators:
-            with urllib.request.urlopen(f"{orchestrator.http_url}/metrics", timeout=5) as response:
-                text = response.read().decode()
-            for family in text_string_to_metric_families(text):
-                if family.name == "orchestrator_triton_replica_routed":
-                    for sample in family.samples:
-                        if sample.name.endswith("_total"):
-                            routes[names[sample.labels["replica"]]][sample.labels["route"]] += int(sample.value)
+            for sample in scrape(orchestrator.http_url):
+                if sample.name == "orchestrator_triton_replica_routed_total":
+                    routes[names[sample.labels["replica"]]][sample.labels["route"]] += int(sample.value)
         return routes
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import InferenceServerClient
 
+from clients.prometheus import scrape, total
 from model_assets.pair_verifier import OnnxPairVerifier
 from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.semantic import SemanticMatcher
@@ -48,9 +47,7 @@ def ask(client: openai.OpenAI, question: str) -> str:
 
 
 def counter(orchestrator: OrchestratorProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{orchestrator.http_url}/metrics").text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+    return total(scrape(orchestrator.http_url), name, **labels)
 
 
 def wait_ready(client: InferenceServerClient, ready: bool, timeout_s: float = 60.0) -> None:
