@@ -126,8 +126,13 @@ class TritonPythonModel:
         return None
 
     def _outputs(self, request, inputs) -> tuple[str, ...]:
-        """What upstream writes for this request; a ValueError with upstream's (or Triton core's) message when
-        that response would fail."""
+        """The outputs to put on each response: what upstream writes for this request that the client requested
+        (a ValueError with upstream's, or Triton core's, message when that response would fail).
+
+        Triton drops unrequested outputs itself, but Triton 2.51's stub does it inside `send()` with the GIL
+        released, so their numpy arrays were freed without the GIL while other generation threads allocated:
+        the stub's heap broke and it segfaulted, about once in ten stack starts under 4 concurrent streams.
+        Never creating them leaves nothing to drop."""
         flags = {name: bool(np.asarray(inputs[name]).reshape(-1)[0]) for name in FLAGS if name in inputs}
         requested = set(request.requested_output_names())
         for name in ("output_ids", "sequence_length"):
@@ -137,7 +142,7 @@ class TritonPythonModel:
         for name in written:
             if name not in self.declared_outputs:
                 raise ValueError(f"unexpected inference output '{name}' for model '{self.model_name}'")
-        return tuple(written)
+        return tuple(name for name in written if name in requested)
 
     def _stop_request(self, request_id: str, sender) -> None:
         with self._jobs_lock:
