@@ -145,9 +145,14 @@ class TritonSettings(BaseModel):
     def _replica_set(self) -> TritonSettings:
         if self.replicas and self.replicas_dns is not None:
             raise ValueError("set replicas or replicas_dns, not both")
-        if "url" not in self.model_fields_set and (self.replicas or self.replicas_dns):
+        if "url" not in self.model_fields_set and self.replicated:
             self.url = self.replicas[0] if self.replicas else self.replicas_dns
         return self
+
+    @property
+    def replicated(self) -> bool:
+        """Whether a replica set is configured (a list or a DNS name): routing, health checks, discovery."""
+        return bool(self.replicas or self.replicas_dns)
 
 
 class ModelSettings(BaseModel):

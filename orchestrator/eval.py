@@ -11,8 +11,8 @@ model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_i
 verifier (model_assets.pair_verifier, what Triton's `pair_verifier` serves) and SemanticMatcher. The three
 decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees: the layer's
 default), `verifier` (`semantic.verifier.enabled`: band, guard, then the verifier's score against τ for
-`semantic.max_error_rate`; its lines give the realised error rate beside δ). Embedding and scoring are done up front in length-sorted
-batches and are not part of the lookup time. Every command prints one JSON line per result. The labelled
+`semantic.max_error_rate`; its lines give the realised error rate beside δ). Embedding and scoring are done
+up front in length-sorted batches and are not part of the lookup time. Every command prints one JSON line per result. The labelled
 sets and their fixed split are orchestrator.pairsets (data/semantic/, sources and licences in its README.md).
 """
 

@@ -113,10 +113,9 @@ class CachedLLMService:
                            settings.redis.retry_after_s)
         embedder = TritonEmbedder(settings.triton.url, settings.triton.embedding_model,
                                   timeout_s=settings.triton.unary_timeout_s)
-        replicated = bool(settings.triton.replicas or settings.triton.replicas_dns)
         placements = (PrefixPlacements(redis, settings.redis.key_prefix, settings.triton.routing_placement_ttl_s,
                                        settings.redis.retry_after_s, settings.triton.routing_prefix_chars)
-                      if settings.triton.routing_placements and replicated else None)
+                      if settings.triton.routing_placements and settings.triton.replicated else None)
         verifier = (TritonPairVerifier(settings.triton.url, settings.triton.pair_verifier_model,
                                        timeout_s=settings.semantic.verifier.timeout_s)
                     if settings.semantic.verifier.enabled else None)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import re
 import shutil
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomlkit
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -188,6 +190,16 @@ def write_repository(models: list[RenderedModel], out_dir: Path) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return out_dir
+
+
+def profile_variant(profile_name: str, parameters: Mapping[str, Mapping[str, Scalar]], out: Path) -> Path:
+    """A copy of a profile, written to `out`, with some models' parameters set ({model: {key: value}}): the
+    variants a benchmark compares stay profiles, rendered and validated like the original."""
+    document = tomlkit.parse(profile_path(profile_name).read_text())
+    for model, values in parameters.items():
+        document["models"][model]["parameters"].update(values)
+    out.write_text(tomlkit.dumps(document))
+    return out
 
 
 def render(profile_name: str, out_dir: Path) -> Path:

@@ -16,9 +16,9 @@ default), about one 32-token KV block apart, and the longest one found wins. So 
 conversation (whose prompt starts with the whole previous one) finds the replica of the turn before, and
 prompts that share a long system prompt meet on one replica, while prompts that share less than a block do not.
 One pipeline reads them all (an MGET) with every replica's block count, and the replica chosen is written
-back for every key in one pipeline, off the request's path, so the next request with that prefix follows it from any pod. Entries expire after `ttl_s`,
-about as long as a replica's KV blocks survive under load (a stale entry costs one prefill, as no affinity
-would). The table is a hint: while Redis is unavailable the router goes back to rendezvous hashing with the
+back for every key in one pipeline, off the request's path, so the next request with that prefix follows it
+from any pod. Entries expire after `ttl_s`, about as long as a replica's KV blocks survive under load (a stale
+entry costs one prefill, as no affinity would). The table is a hint: while Redis is unavailable the router goes back to rendezvous hashing with the
 bound, and no request waits on it for more than one short timeout.
 """
 

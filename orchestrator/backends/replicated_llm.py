@@ -53,7 +53,7 @@ def llm_backend(settings: TritonSettings, model: ModelSettings,
                 placements: PrefixPlacements | None = None) -> TritonLLM | ReplicatedLLM:
     """The service's LLM backend: one `TritonLLM` on `settings.url`, or a `ReplicatedLLM` when a replica set is
     configured (routing with `placements` when given)."""
-    if settings.replicas or settings.replicas_dns:
+    if settings.replicated:
         return ReplicatedLLM(settings, model, placements=placements)
     return TritonLLM(settings, model)
 
@@ -83,7 +83,7 @@ class ReplicatedLLM:
     def __init__(self, settings: TritonSettings, model: ModelSettings, *, resolver: Resolver = resolve_ipv4,
                  llm_factory: Callable[[str], TritonLLM] | None = None,
                  placements: PrefixPlacements | None = None) -> None:
-        if not (settings.replicas or settings.replicas_dns):
+        if not settings.replicated:
             raise ValueError("ReplicatedLLM needs triton.replicas or triton.replicas_dns")
         self.settings = settings
         self.model = model

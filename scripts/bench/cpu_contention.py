@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from cpu_engine.requests import GenerationRequest  # noqa: E402
 from model_assets import llm  # noqa: E402
 from model_assets.chat import format_chat  # noqa: E402
 from stack.orchestrator_process import OrchestratorProcess  # noqa: E402
-from stack.render import render  # noqa: E402
+from stack.render import profile_variant, render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402
 
@@ -195,16 +194,13 @@ async def service_run(url: str, texts: list[str], max_tokens: int) -> dict:
     return {"tok_s": sum(tokens) / wall, "ttft_s": statistics.median(firsts)}
 
 
-def set_engine_parameters(repository: Path, variant: tuple[int, ...]) -> None:
-    config = repository / "tensorrt_llm" / "config.pbtxt"
-    text = config.read_text()
-    for key, value in zip(PARAMETERS, variant):
-        pattern = rf'(key: "{key}"\s*value: \{{ string_value: )"[^"]*"'
-        if re.search(pattern, text):
-            text = re.sub(pattern, rf'\1"{value}"', text)
-        else:
-            text += f'\nparameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
-    config.write_text(text)
+def variant_repository(variant: Variant, scratch: Path) -> Path:
+    """The CPU profile rendered as it is (`profile`) or with the variant's engine parameters."""
+    name = label(variant).replace(",", "_").replace("=", "-")
+    if variant is None:
+        return render("cpu", scratch / name)
+    profile = profile_variant("cpu", {"tensorrt_llm": dict(zip(PARAMETERS, variant))}, scratch / f"{name}.toml")
+    return render(str(profile), scratch / name)
 
 
 def measure_service(variants: list[Variant], rounds: int, max_tokens: int, scratch: Path) -> dict:
@@ -213,9 +209,7 @@ def measure_service(variants: list[Variant], rounds: int, max_tokens: int, scrat
     env = {"ORCH_API__KEYS": json.dumps({"sk-bench": {"tenant": "bench"}})}
     with ValkeyServer() as valkey:
         for variant in variants:
-            repository = render("cpu", scratch / label(variant).replace(",", "_").replace("=", "-"))
-            if variant is not None:
-                set_engine_parameters(repository, variant)
+            repository = variant_repository(variant, scratch)
             with TritonServer(repository, log_path=scratch / "triton.log") as triton, \
                     OrchestratorProcess(triton.grpc_url, valkey.url, env=env) as orchestrator:
                 asyncio.run(service_run(orchestrator.http_url, [next(texts)], max_tokens))  # warm-up

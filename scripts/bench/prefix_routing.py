@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import tomlkit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -62,8 +61,7 @@ from orchestrator.api.proto.orchestrator.v1 import orchestrator_pb2_grpc as pb_g
 from orchestrator.backends.triton_llm import TritonLLM  # noqa: E402
 from orchestrator.config import ModelSettings, TritonSettings  # noqa: E402
 from orchestrator.schemas import SamplingParams  # noqa: E402
-from stack import paths  # noqa: E402
-from stack.render import render  # noqa: E402
+from stack.render import profile_variant, render  # noqa: E402
 from stack.triton import TritonServer  # noqa: E402
 from stack.valkey import ValkeyServer  # noqa: E402
 
@@ -109,14 +107,10 @@ def distinct_rounds(rounds: int, requests: int, tokens: int) -> list[list[Messag
 def small_profile(out: Path, kv_host_bytes: int | None) -> Path:
     """The CPU profile with one llama.cpp thread per engine (two engines busy at once use the two cores) and,
     when given, `kv_host_bytes` of host prompt cache beside the slots."""
-    profile = tomlkit.parse((paths.PROFILES_DIR / "cpu.toml").read_text())
-    parameters = profile["models"]["tensorrt_llm"]["parameters"]
-    parameters["cpu_threads"] = 1
-    parameters["cpu_threads_batch"] = 1
+    engine: dict[str, int] = {"cpu_threads": 1, "cpu_threads_batch": 1}
     if kv_host_bytes is not None:
-        parameters["kv_cache_host_memory_bytes"] = kv_host_bytes
-    out.write_text(tomlkit.dumps(profile))
-    return out
+        engine["kv_cache_host_memory_bytes"] = kv_host_bytes
+    return profile_variant("cpu", {"tensorrt_llm": engine}, out)
 
 
 @dataclass

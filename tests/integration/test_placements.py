@@ -1,6 +1,7 @@
 """The table of prefix placements against the real Valkey: block prefixes shared between two clients (two
 orchestrator pods), the longest known prefix winning, a conversation's next turn finding the replica of the
-one before, expiry, each replica's blocks counted over the TTL, and a dead Redis costing one short timeout, then nothing, while routing goes on without it."""
+one before, expiry, each replica's blocks counted over the TTL, and a dead Redis costing one short timeout,
+then nothing, while routing goes on without it."""
 
 from __future__ import annotations
 

@@ -52,8 +52,8 @@ def test_the_shipped_calibration_table_is_the_models_and_gives_the_layers_thresh
     delta = SemanticSettings().max_error_rate
     found = calibration.threshold_for(calibration.table_rows(table), table["pairs"], delta)
     assert found.threshold is not None and found.upper_bound <= delta
-    assert calibration.verifier_threshold(SemanticSettings(verifier=VerifierSettings(enabled=True)), record) == pytest.approx(found.threshold,
-                                                                                      abs=SCORE_TOLERANCE)
+    enabled = SemanticSettings(verifier=VerifierSettings(enabled=True))
+    assert calibration.verifier_threshold(enabled, record) == pytest.approx(found.threshold, abs=SCORE_TOLERANCE)
 
 
 def test_a_score_does_not_depend_on_the_pairs_scored_beside_it(verifier: OnnxPairVerifier) -> None:

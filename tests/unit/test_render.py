@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stack import paths
-from stack.render import ProfileError, profile_path, render, render_profile
+from stack.render import ProfileError, profile_path, profile_variant, render, render_profile
 
 PROFILES = sorted(p.stem for p in paths.PROFILES_DIR.glob("*.toml"))
 
@@ -111,3 +111,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0
     assert "model 'embedding', key 'max_queue_sise': unknown key" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_profile_variant_sets_parameters_and_leaves_the_profile_alone(tmp_path) -> None:
+    original = (paths.PROFILES_DIR / "cpu.toml").read_text()
+    variant = profile_variant("cpu", {"tensorrt_llm": {"cpu_threads": 1, "cpu_spin_count": 300000}},
+                              tmp_path / "variant.toml")
+    config = (render(str(variant), tmp_path / "repository") / "tensorrt_llm" / "config.pbtxt").read_text()
+    assert 'key: "cpu_threads"\n  value: { string_value: "1" }' in config
+    assert 'key: "cpu_spin_count"\n  value: { string_value: "300000" }' in config
+    assert (paths.PROFILES_DIR / "cpu.toml").read_text() == original
