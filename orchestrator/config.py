@@ -235,18 +235,20 @@ class VerifierSettings(BaseModel):
 
     model_config = STRICT
 
-    #: Off by default: the shipped model does not meet its accuracy goals yet. At its calibrated threshold it
-    #: refuses near misses the guard lets through, but also most real paraphrases (GPTCache test split: 95 %
-    #: hits with cosine + guard, 37.5 % with the verifier; docs/benchmarks.md), so turning it on trades most
-    #: of the semantic layer's hits for fewer wrong ones.
+    #: Off by default: see docs/benchmarks.md for what it gains and costs on each labelled set.
     enabled: bool = False
     #: Cosine from which a candidate goes to the verifier (the band's lower bar); below it a lookup is a miss
     #: without a verifier call. Low enough for paraphrases worded apart (0.56-0.80 seen), which the
     #: verifier, not the cosine, then tells from near misses.
     min_similarity: float = Field(default=0.5, ge=-1.0, le=1.0)
-    #: Decision threshold on the verifier's score; null (the default) derives it from
-    #: `semantic.max_error_rate` and the model's calibration table (orchestrator.calibration).
+    #: τ: the score a candidate in the band (cosine below `semantic.threshold`) needs; null (the default)
+    #: derives it from `semantic.max_error_rate` and the model's calibration table (orchestrator.calibration).
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    #: Above `semantic.threshold`, where cosine and guard alone would serve, a candidate the verifier scores
+    #: below this is refused: only a confident "different question" overrides the cosine. Chosen on the
+    #: calibration splits (`python -m orchestrator.eval calibrate` prints what it costs and removes there):
+    #: higher values refuse more near misses and more paraphrases alike.
+    veto_below: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Deadline of one verifier call; past it the lookup falls back to cosine and guard (counted).
     timeout_s: float = Field(default=1.0, gt=0)
 
@@ -259,11 +261,11 @@ class SemanticSettings(BaseModel):
     enabled: bool = True
     #: "redisearch" (shared by all replicas; needs the module) or "faiss" (in-process, rebuilt at start).
     index: IndexBackend = "redisearch"
-    #: The default rule's bar (and the fallback when the pair verifier is on but unavailable): cosine
-    #: similarity of the two questions' MiniLM embeddings from which the nearest entry is a candidate; the
-    #: near-miss guard then decides. The default comes from `python -m orchestrator.eval calibrate-cosine` on
-    #: labelled pairs (docs/benchmarks.md): below it paraphrases and different questions overlap too much for
-    #: any lexical check to sort out.
+    #: Cosine similarity of the two questions' MiniLM embeddings from which the nearest entry is served when
+    #: the near-miss guard agrees (the rule without the verifier, and its fallback); with the verifier, the
+    #: top of its band: above it the verifier can only veto. The default comes from `python -m
+    #: orchestrator.eval calibrate-cosine` on labelled pairs (docs/benchmarks.md): below it paraphrases and
+    #: different questions overlap too much for any lexical check to sort out.
     threshold: float = Field(default=0.80, ge=-1.0, le=1.0)
     #: Nearest entries considered per lookup: when the nearest is a near miss ("capital of Germany" for
     #: "capital of France"), the next one above the threshold may still be a paraphrase.
@@ -278,6 +280,13 @@ class SemanticSettings(BaseModel):
     #: (orchestrator.calibration).
     max_error_rate: float = Field(default=0.02, gt=0.0, lt=1.0)
     verifier: VerifierSettings = Field(default_factory=VerifierSettings)
+
+    @model_validator(mode="after")
+    def _band_below_threshold(self) -> SemanticSettings:
+        if self.verifier.enabled and self.verifier.min_similarity > self.threshold:
+            raise ValueError(f"semantic.verifier.min_similarity ({self.verifier.min_similarity}) must not exceed "
+                             f"semantic.threshold ({self.threshold}): the band lies below the threshold")
+        return self
 
 
 class Settings(BaseSettings):

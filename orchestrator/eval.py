@@ -3,17 +3,17 @@
     python -m orchestrator.eval report                       # every set x every decision, test split only
     python -m orchestrator.eval pairs FILE.jsonl [--mode cosine|guard|verifier] [--threshold T] [--sweep]
     python -m orchestrator.eval gptcache FILE.json [--split test|calibration|train|all] [--mode ...]
-    python -m orchestrator.eval calibrate [--max-error-rate D]   # the verifier's threshold for δ = D
+    python -m orchestrator.eval calibrate [--max-error-rate D]   # the verifier's band threshold for δ = D
     python -m orchestrator.eval calibrate-cosine FILE.jsonl --min-precision P   # the fallback rule's bar
 
 It runs without servers, through the same code as the layer: the in-process all-MiniLM-L6-v2 (the ONNX
 model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_index.FaissIndex), the pair
 verifier (model_assets.pair_verifier, what Triton's `pair_verifier` serves) and SemanticMatcher. The three
 decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees: the layer's
-default), `verifier` (`semantic.verifier.enabled`: band, guard, then the verifier's score against τ for
-`semantic.max_error_rate`; its lines give the realised error rate beside δ). Embedding and scoring are done
-up front in length-sorted batches and are not part of the lookup time. Every command prints one JSON line per result. The labelled
-sets and their fixed split are orchestrator.pairsets (data/semantic/, sources and licences in its README.md).
+default), `verifier` (`semantic.verifier.enabled`: the guard, then the verifier's veto above the threshold
+and its τ for `semantic.max_error_rate` in the band below; its lines give the realised error beside δ).
+Embedding and scoring are done up front in length-sorted batches and are not part of the lookup time. Every
+command prints one JSON line per result. The labelled sets and their fixed split are orchestrator.pairsets (data/semantic/, sources and licences in its README.md).
 """
 
 from __future__ import annotations
@@ -90,27 +90,31 @@ class Decider:
 
     def decisions(self, matcher: SemanticMatcher, queries: Sequence[str],
                   found: Sequence[Sequence[Candidate]]) -> list[Decision]:
+        screened = [matcher.screen(q, c) for q, c in zip(queries, found)]
         if matcher.verifier_threshold is None:
-            return [matcher.choose(q, c) for q, c in zip(queries, found)]
-        pending = [matcher.to_verify(q, c) for q, c in zip(queries, found)]
+            return [matcher.choose(s) for s in screened]
+        pending = [matcher.to_verify(s) for s in screened]
         flat = [(c.query, q) for q, cs in zip(queries, pending) for c in cs]
         if self._verifier is None:
             self._verifier = OnnxPairVerifier(intra_op_threads=self.threads)
         values = iter(self._verifier.score(flat).tolist())
         scores = [{c.key: next(values) for c in cs} for cs in pending]
-        return [matcher.choose(q, c, s) for q, c, s in zip(queries, found, scores)]
+        return [matcher.choose(s, v) for s, v in zip(screened, scores)]
 
 
 def _emit(row: dict) -> None:
     typer.echo(json.dumps(row, ensure_ascii=False))
 
 
-def _verifier_fields(matcher: SemanticMatcher, lookups: int, hits: int, wrong: int) -> dict:
-    """δ beside the realised error rate (wrong hits per lookup, what δ bounds) and wrong hits per hit."""
+def _verifier_fields(matcher: SemanticMatcher, lookups: int, wrong: Sequence[Candidate]) -> dict:
+    """δ beside the realised error it bounds (wrong hits per lookup served from the band, below the cosine
+    threshold) and the total (wrong hits per lookup, the band's and the cosine rule's above it)."""
     if matcher.verifier_threshold is None:
         return {}
+    band = sum(c.similarity < matcher.threshold for c in wrong)
     return {"max_error_rate": DEFAULTS.max_error_rate, "verifier_threshold": round(matcher.verifier_threshold, 6),
-            "error_rate": round(wrong / lookups, 4), "wrong_per_hit": round(wrong / hits, 4) if hits else None}
+            "veto_below": matcher.veto_below, "band_error_rate": round(band / lookups, 4),
+            "error_rate": round(len(wrong) / lookups, 4)}
 
 
 # pairs ------------------------------------------------------------------------------------------------------------
@@ -149,7 +153,8 @@ def pair_report(pairs: Sequence[Pair], candidates: Sequence[list[Candidate]], ma
         "precision": round(true_hits / sum(hits), 4) if sum(hits) else None,
         "hits": sum(hits),
         "wrong_hits": sum(different),
-        **_verifier_fields(matcher, len(pairs), sum(hits), sum(different)),
+        **_verifier_fields(matcher, len(pairs), [d.chosen for d, p in zip(decisions, pairs)
+                                                  if d.chosen is not None and not p.same_answer]),
         "wrong_hits_by_kind": dict(missed_by_kind),
         "rejection_reasons": dict(reasons),
     }
@@ -214,18 +219,21 @@ def gptcache_report(lookups: Lookups, matcher: SemanticMatcher, decider: Decider
     """A hit is correct when it returns the query's own origin (identical origins are one entry)."""
     chosen = decider.decide(matcher, [s for _, s in lookups.rows], lookups.found)
     hits = correct = near_duplicate = 0
+    wrong: list[Candidate] = []
     for (origin, _), candidate in zip(lookups.rows, chosen):
         if candidate is None:
             continue
         hits += 1
         if candidate.query == origin:
             correct += 1
-        elif is_near_duplicate(candidate.query, origin, lookups.vectors):
+            continue
+        wrong.append(candidate)
+        if is_near_duplicate(candidate.query, origin, lookups.vectors):
             near_duplicate += 1
     return {"pairs": len(lookups.rows), "origins": len(lookups.origins), "threshold": matcher.threshold,
             "guard": matcher.guard.settings.enabled, "verifier": matcher.verifier_threshold is not None,
             "hit_rate": round(hits / len(lookups.rows), 4), "precision": round(correct / hits, 4) if hits else None,
-            "wrong_hits": hits - correct, **_verifier_fields(matcher, len(lookups.rows), hits, hits - correct),
+            "wrong_hits": hits - correct, **_verifier_fields(matcher, len(lookups.rows), wrong),
             "wrong_hits_near_duplicate_origin": near_duplicate,
             "precision_near_duplicates_as_correct": round((correct + near_duplicate) / hits, 4) if hits else None,
             "p50_search_ms": round(statistics.median(lookups.lookup_ms), 4),
@@ -305,31 +313,38 @@ def report(threads: int = 1, candidates: int = DEFAULTS.candidates) -> None:
 
 @app.command()
 def calibrate(file: Path = pairsets.VERIFIER_PAIRS["calibration"],
-              max_error_rate: Annotated[float, typer.Option(help="δ: bound on the wrong-hit rate")] =
+              max_error_rate: Annotated[float, typer.Option(help="δ: bound on the band's wrong hits per lookup")] =
               DEFAULTS.max_error_rate,
               min_similarity: Annotated[float, typer.Option(help="the band's lower cosine bar")] =
               DEFAULTS.verifier.min_similarity,
+              threshold: Annotated[float, typer.Option(help="the cosine threshold: the band's top")] =
+              DEFAULTS.threshold,
+              veto_below: Annotated[float, typer.Option(help="the veto above the threshold")] =
+              DEFAULTS.verifier.veto_below,
               threads: int = 1) -> None:
-    """The verifier's threshold τ for δ on the calibration split (orchestrator.calibration): scores it with
-    the shipped model, prints τ, its hits and wrong hits there, the 95 % upper bound of wrong hits per lookup,
-    and the τ the model's shipped calibration table gives (the layer's)."""
+    """The verifier's band threshold τ for δ on the calibration split (orchestrator.calibration): scores it
+    with the shipped model, prints τ, its hits and wrong hits there, the 95 % upper bound of the band's wrong
+    hits per lookup, the τ the model's shipped calibration table gives (the layer's), and what the veto
+    removes and costs above the threshold."""
     if not 0.0 < max_error_rate < 1.0:
         raise typer.BadParameter("--max-error-rate must be within (0, 1)")
-    settings = SemanticSettings(max_error_rate=max_error_rate, verifier=VerifierSettings(min_similarity=min_similarity))
+    try:
+        settings = SemanticSettings(max_error_rate=max_error_rate, threshold=threshold, verifier=VerifierSettings(
+            enabled=True, min_similarity=min_similarity, veto_below=veto_below))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     table = calibration.build_table(load_pairs(file), OnnxPairVerifier(intra_op_threads=threads), settings,
                                     OnnxMiniLM(intra_op_threads=threads))
-    found = calibration.threshold_for(calibration.table_rows(table), table["pairs"], max_error_rate)
-    shipped_table = load_record()["calibration"]
-    shipped = calibration.threshold_for(calibration.table_rows(shipped_table), shipped_table["pairs"],
-                                        max_error_rate)
-    _emit({"file": str(file), "lookups": table["pairs"], "decided": found.decided, "max_error_rate": max_error_rate,
+    found = calibration.band_threshold(table, settings)
+    shipped = calibration.band_threshold(load_record()["calibration"], settings)
+    _emit({"file": str(file), "lookups": table["pairs"], "in_band": found.decided, "max_error_rate": max_error_rate,
            "threshold": found.threshold, "hits": found.hits, "wrong_hits": found.wrong_hits,
            "wrong_hits_per_lookup": round(found.wrong_hits / table["pairs"], 4),
            "upper_bound_95": round(found.upper_bound, 4) if found.upper_bound is not None else None,
-           "wrong_hits_per_hit": round(found.wrong_hits / found.hits, 4) if found.hits else None,
-           "shipped_table_threshold": shipped.threshold,
-           "settings": {"ORCH_SEMANTIC__MAX_ERROR_RATE": max_error_rate,
-                        "ORCH_SEMANTIC__VERIFIER__MIN_SIMILARITY": min_similarity}})
+           "shipped_table_threshold": shipped.threshold, **calibration.veto_effect(table, settings),
+           "settings": {"ORCH_SEMANTIC__MAX_ERROR_RATE": max_error_rate, "ORCH_SEMANTIC__THRESHOLD": threshold,
+                        "ORCH_SEMANTIC__VERIFIER__MIN_SIMILARITY": min_similarity,
+                        "ORCH_SEMANTIC__VERIFIER__VETO_BELOW": veto_below}})
     if found.threshold is None:
         raise typer.Exit(1)
 

@@ -7,10 +7,11 @@ accepts (orchestrator.cache.guard). Entries are Redis hashes with the request's 
 or in-process faiss, orchestrator.cache.vector_index) follows them, so an expired entry is never served.
 
 Decision (SemanticMatcher): candidates whose cosine similarity (all-MiniLM-L6-v2 embeddings, unit vectors;
-1.0 = same direction, ~0.2 = unrelated) reaches the band's lower bar and that the guard lets through are
-scored together by the pair verifier (a cross-encoder on Triton, one request per lookup) and served when its
-score reaches the threshold calibrated for `semantic.max_error_rate`. Without the verifier the older rule
-decides: cosine at least `semantic.threshold` and the guard agreeing. Every setting, with its default and the
+1.0 = same direction, ~0.2 = unrelated) reaches `semantic.threshold` and that the guard lets through are
+served, nearest first. With the pair verifier on (a cross-encoder on Triton, one request per lookup), the
+candidates the guard lets through from a lower bar up are scored too: above the threshold the verifier can
+veto a pair it is confident differs; in the band below it, a pair is served only when the verifier is
+confident it is the same question (the bar calibrated for `semantic.max_error_rate`). Every setting, with its default and the
 reason for it, is orchestrator.config.SemanticSettings.
 """
 
@@ -51,6 +52,18 @@ class Decision:
     rejected: tuple[tuple[Candidate, tuple[str, ...]], ...] = ()
 
 
+@dataclass(frozen=True)
+class Screened:
+    """One lookup's candidates within reach (nearest first), each with the guard's objections (none: `()`):
+    the guard reads each pair once, whether or not the verifier is asked."""
+
+    query: str
+    candidates: tuple[tuple[Candidate, tuple[str, ...]], ...]
+
+    def without(self, key: str) -> Screened:
+        return Screened(self.query, tuple(row for row in self.candidates if row[0].key != key))
+
+
 #: Why a candidate the guard let through was refused by the verifier (a reason like the guard's).
 VERIFIER_REASON = "verifier"
 
@@ -58,54 +71,58 @@ VERIFIER_REASON = "verifier"
 class SemanticMatcher:
     """The one decision shared by the layer and the eval, over an index's nearest candidates.
 
-    With the verifier: a candidate is decided when its cosine reaches `verifier.min_similarity` and the guard
-    has no objection; it is served when the verifier's score reaches τ (`semantic.max_error_rate` through the
-    calibration table, orchestrator.calibration), the best-scoring one first. Without it (off, or `scores`
-    None because the call failed): the cosine must reach `threshold` and the guard agree, nearest first.
+    Without the verifier (off, or `scores` None because the call failed): the nearest candidate whose cosine
+    reaches `threshold` and that the guard lets through is served. With it, every candidate from the band's
+    lower bar (`verifier.min_similarity`) that the guard lets through is scored, and the nearest one served
+    whose score reaches the bar for its cosine:
+    - from `threshold` up, where cosine alone would serve, `verifier.veto_below`: the verifier only refuses
+      pairs it is confident are different questions;
+    - in the band below it, τ (`semantic.max_error_rate` through the calibration table,
+      orchestrator.calibration): the verifier must be confident they are the same.
     """
 
     def __init__(self, settings: SemanticSettings) -> None:
         self.threshold = settings.threshold
         self.candidates = settings.candidates
-        self.min_similarity = settings.verifier.min_similarity
         self.guard = NearMissGuard(settings.guard)
-        #: τ on the verifier's score; None: the verifier is off.
+        #: τ on the verifier's score in the band; None: the verifier is off.
         self.verifier_threshold = verifier_threshold(settings)
+        self.veto_below = settings.verifier.veto_below
+        self.floor = settings.threshold if self.verifier_threshold is None else settings.verifier.min_similarity
 
-    def to_verify(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+    def screen(self, query: str, candidates: Sequence[Candidate]) -> Screened:
+        """The candidates the decision can serve (the first `candidates`, from the floor up), guard read."""
+        return Screened(query, tuple((c, self.guard.reasons(c.query, query))
+                                     for c in candidates[:self.candidates] if c.similarity >= self.floor))
+
+    def to_verify(self, screened: Screened) -> list[Candidate]:
         """The candidates the verifier is asked about (none when it is off, or all fall below the band)."""
         if self.verifier_threshold is None:
             return []
-        return [c for c in candidates[:self.candidates]
-                if c.similarity >= self.min_similarity and self.guard.agrees(c.query, query)]
+        return [candidate for candidate, reasons in screened.candidates if not reasons]
 
-    def choose(self, query: str, candidates: Sequence[Candidate],
-               scores: Mapping[str, float] | None = None) -> Decision:
+    def bar(self, similarity: float) -> float:
+        """The verifier score a candidate of this cosine needs (the verifier on)."""
+        return self.veto_below if similarity >= self.threshold else self.verifier_threshold
+
+    def choose(self, screened: Screened, scores: Mapping[str, float] | None = None) -> Decision:
         """`scores`: the verifier's, by candidate key, for to_verify()'s candidates; None: cosine and guard."""
-        if scores is None or self.verifier_threshold is None:
-            return self._by_cosine(query, candidates)
-        rejected, accepted = [], []
-        for candidate in candidates[:self.candidates]:
-            if candidate.similarity < self.min_similarity:
-                break
-            reasons = self.guard.reasons(candidate.query, query)
-            if not reasons and scores.get(candidate.key, 0.0) >= self.verifier_threshold:
-                accepted.append(candidate)
-            else:
-                rejected.append((candidate, reasons or (VERIFIER_REASON,)))
-        chosen = max(accepted, key=lambda c: scores[c.key], default=None)
-        return Decision(chosen, tuple(rejected))
-
-    def _by_cosine(self, query: str, candidates: Sequence[Candidate]) -> Decision:
+        verified = scores is not None and self.verifier_threshold is not None
         rejected = []
-        for candidate in candidates[:self.candidates]:
-            if candidate.similarity < self.threshold:
+        for candidate, reasons in screened.candidates:
+            if not verified and candidate.similarity < self.threshold:
                 break
-            reasons = self.guard.reasons(candidate.query, query)
+            if not reasons and verified and scores.get(candidate.key, 0.0) < self.bar(candidate.similarity):
+                reasons = (VERIFIER_REASON,)
             if not reasons:
                 return Decision(candidate, tuple(rejected))
             rejected.append((candidate, reasons))
         return Decision(None, tuple(rejected))
+
+    def decide(self, query: str, candidates: Sequence[Candidate],
+               scores: Mapping[str, float] | None = None) -> Decision:
+        """screen() and choose() in one (for callers that score nothing, or already have the scores)."""
+        return self.choose(self.screen(query, candidates), scores)
 
 
 class SemanticCache:
@@ -156,9 +173,10 @@ class SemanticCache:
             return None  # nothing stored in this context (e.g. a conversation's later turns): no embedding
         candidates = await self.index.search(scope.tenant, scope.digest, await self._vector(target),
                                              self.matcher.candidates)
-        scores = await self._verify(target.query, candidates)
+        screened = self.matcher.screen(target.query, candidates)
+        scores = await self._verify(screened)
         while True:
-            decision = self.matcher.choose(target.query, candidates, scores)
+            decision = self.matcher.choose(screened, scores)
             chosen = decision.chosen
             if chosen is None:
                 return None
@@ -173,20 +191,20 @@ class SemanticCache:
             if packed:
                 await self.redis.delete(chosen.key)  # damaged: never served, and not looked at again
             await self.index.remove([chosen.key])
-            candidates = [c for c in candidates if c.key != chosen.key]
+            screened = screened.without(chosen.key)
 
-    async def _verify(self, query: str, candidates: Sequence[Candidate]) -> dict[str, float] | None:
+    async def _verify(self, screened: Screened) -> dict[str, float] | None:
         """The verifier's scores of the candidates it decides, by key ({} when none is in the band: no call);
         None when it should decide but cannot (absent, failed, too slow): cosine and guard decide, counted in
         orchestrator_semantic_verifier_fallbacks_total."""
-        pending = self.matcher.to_verify(query, candidates)
+        pending = self.matcher.to_verify(screened)
         if not pending:
             return {}
         if self.verifier is None:
             metrics.SEMANTIC_VERIFIER_FALLBACKS.labels("unavailable").inc()
             return None
         try:
-            scores = await asyncio.wait_for(self.verifier.score(query, [c.query for c in pending]),
+            scores = await asyncio.wait_for(self.verifier.score(screened.query, [c.query for c in pending]),
                                             self.verifier_timeout_s)
         except Exception as error:  # noqa: BLE001 - a verifier failure costs accuracy, never the request
             reason = "timeout" if isinstance(error, TimeoutError) else "error"

@@ -75,7 +75,7 @@ def run_ours(rows, vectors, threshold: float, guard: bool) -> dict:
     answers, lookup_ms = [], []
     for _, similar in rows:
         started = time.perf_counter()
-        chosen = matcher.choose(similar, index_search(index, "all", vectors[similar], matcher.candidates)).chosen
+        chosen = matcher.decide(similar, index_search(index, "all", vectors[similar], matcher.candidates)).chosen
         lookup_ms.append((time.perf_counter() - started) * 1000)
         answers.append(chosen.query if chosen else None)
     return summarise("ours" + ("+guard" if guard else ""), threshold, rows, answers, lookup_ms)

@@ -63,9 +63,10 @@ def test_the_pair_is_a_near_miss_that_only_the_verifier_refuses() -> None:
 
     cached, query = OnnxMiniLM().encode([CACHED, NEAR_MISS])
     matcher = SemanticMatcher(SemanticSettings(verifier=VerifierSettings(enabled=True)))
-    assert float(cached @ query) >= SemanticSettings().threshold and NearMissGuard().agrees(CACHED, NEAR_MISS)
+    similarity = float(cached @ query)
+    assert similarity >= SemanticSettings().threshold and NearMissGuard().agrees(CACHED, NEAR_MISS)
     (score,) = OnnxPairVerifier().score([(CACHED, NEAR_MISS)])
-    assert score < matcher.verifier_threshold
+    assert score < matcher.bar(similarity)  # above the threshold: the verifier's veto
 
 
 def test_refused_with_the_verifier_and_served_by_the_fallback_without_it(

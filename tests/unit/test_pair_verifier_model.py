@@ -47,12 +47,13 @@ def test_the_shipped_calibration_table_is_the_models_and_gives_the_layers_thresh
     table = calibration.build_table(load_pairs(VERIFIER_PAIRS["calibration"]), verifier)
     shipped = record["calibration"]
     assert {k: v for k, v in table.items() if k != "rows"} == {k: v for k, v in shipped.items() if k != "rows"}
-    assert [same for _, same in table["rows"]] == [same for _, same in shipped["rows"]]
-    assert [s for s, _ in table["rows"]] == pytest.approx([s for s, _ in shipped["rows"]], abs=SCORE_TOLERANCE)
-    delta = SemanticSettings().max_error_rate
-    found = calibration.threshold_for(calibration.table_rows(table), table["pairs"], delta)
-    assert found.threshold is not None and found.upper_bound <= delta
+    assert [same for _, same, _ in table["rows"]] == [same for _, same, _ in shipped["rows"]]
+    for column in (0, 2):  # the score, the cosine
+        assert [r[column] for r in table["rows"]] == pytest.approx([r[column] for r in shipped["rows"]],
+                                                                   abs=SCORE_TOLERANCE)
     enabled = SemanticSettings(verifier=VerifierSettings(enabled=True))
+    found = calibration.band_threshold(table, enabled)
+    assert found.threshold is not None and found.upper_bound <= enabled.max_error_rate
     assert calibration.verifier_threshold(enabled, record) == pytest.approx(found.threshold, abs=SCORE_TOLERANCE)
 
 

@@ -99,19 +99,19 @@ def test_matcher_threshold_guard_and_fallback() -> None:
     query = "What is the capital of France?"
     near_miss = candidate("What is the capital of Germany?", 0.95)
     paraphrase = candidate("Which city is the capital of France?", 0.9)
-    decision = matcher.choose(query, [near_miss, paraphrase])
+    decision = matcher.decide(query, [near_miss, paraphrase])
     assert decision.chosen == paraphrase
     assert decision.rejected == ((near_miss, ("entity",)),)
-    assert matcher.choose(query, [near_miss]).chosen is None
-    assert matcher.choose(query, [candidate("Which city is the capital of France?", 0.79)]).chosen is None
+    assert matcher.decide(query, [near_miss]).chosen is None
+    assert matcher.decide(query, [candidate("Which city is the capital of France?", 0.79)]).chosen is None
     off = SemanticMatcher(SemanticSettings(threshold=0.8, guard=GuardSettings(enabled=False)))
-    assert off.choose(query, [near_miss, paraphrase]).chosen == near_miss
+    assert off.decide(query, [near_miss, paraphrase]).chosen == near_miss
 
 
 def test_matcher_looks_at_no_more_than_its_candidates() -> None:
     matcher = SemanticMatcher(SemanticSettings(threshold=0.5, candidates=1))
     query = "What is 2 + 2?"
-    assert matcher.choose(query, [candidate("What is 2 + 3?", 0.99), candidate("What is 2 + 2 ?", 0.98)]).chosen is None
+    assert matcher.decide(query, [candidate("What is 2 + 3?", 0.99), candidate("What is 2 + 2 ?", 0.98)]).chosen is None
 
 
 @pytest.mark.parametrize(("field", "value"), [("threshold", 1.5), ("candidates", 0), ("index", "annoy")])

@@ -28,35 +28,42 @@ def matcher(**verifier: object) -> SemanticMatcher:
     return SemanticMatcher(SemanticSettings(threshold=0.8, verifier=settings))
 
 
-def test_the_verifier_decides_the_band_and_the_guard_keeps_its_veto() -> None:
-    m = matcher(min_similarity=0.5)
+def test_the_verifier_decides_the_band_vetoes_above_it_and_the_guard_keeps_its_veto() -> None:
+    m = matcher(min_similarity=0.5, veto_below=0.05)
     low_paraphrase = candidate("What's the formula to turn Celsius into Fahrenheit?", 0.62)
     swapped = candidate("How do I convert Fahrenheit to Celsius?", 0.97)  # the guard's order check
     near_miss = candidate("Why do people convert Celsius to Fahrenheit?", 0.9)
     below_band = candidate("What is the boiling point of water?", 0.4)
     found = [swapped, near_miss, low_paraphrase, below_band]
-    assert m.to_verify(QUERY, found) == [near_miss, low_paraphrase]  # in the band, no guard objection
-    scores = {near_miss.key: 0.2, low_paraphrase.key: 0.9}
-    decision = m.choose(QUERY, found, scores)
-    assert decision.chosen == low_paraphrase  # below the old 0.80 bar, served on the verifier's word
+    screened = m.screen(QUERY, found)
+    assert m.to_verify(screened) == [near_miss, low_paraphrase]  # from the band up, no guard objection
+    # above the threshold only a confident "different" (< veto_below) refuses; in the band τ must be reached
+    decision = m.choose(screened, {near_miss.key: 0.04, low_paraphrase.key: TAU})
+    assert decision.chosen == low_paraphrase  # below the 0.80 threshold, served on the verifier's word
     assert dict(decision.rejected) == {swapped: ("order",), near_miss: (VERIFIER_REASON,)}
-    # the best score wins, not the nearest; below τ nothing is served
-    assert m.choose(QUERY, found, {near_miss.key: 0.95, low_paraphrase.key: 0.9}).chosen == near_miss
-    assert m.choose(QUERY, found, {near_miss.key: TAU - 0.01, low_paraphrase.key: 0.1}).chosen is None
+    # the nearest acceptable candidate is served: above the threshold a middling score does not refuse
+    assert m.choose(screened, {near_miss.key: 0.3, low_paraphrase.key: 0.99}).chosen == near_miss
+    assert m.choose(screened, {near_miss.key: 0.01, low_paraphrase.key: TAU - 0.01}).chosen is None
 
 
 def test_without_scores_the_old_rule_decides() -> None:
     m = matcher()
     near_miss = candidate("Why do people convert Celsius to Fahrenheit?", 0.9)
     low_paraphrase = candidate("What's the formula to turn Celsius into Fahrenheit?", 0.62)
-    assert m.choose(QUERY, [near_miss, low_paraphrase], None).chosen == near_miss  # cosine 0.9 ≥ 0.8, guard ok
-    assert m.choose(QUERY, [low_paraphrase], None).chosen is None
+    assert m.decide(QUERY, [near_miss, low_paraphrase], None).chosen == near_miss  # cosine 0.9 ≥ 0.8, guard ok
+    assert m.decide(QUERY, [low_paraphrase], None).chosen is None
 
 
 def test_a_verifier_switched_off_is_never_asked() -> None:
     m = SemanticMatcher(SemanticSettings(verifier=VerifierSettings(enabled=False)))
     assert m.verifier_threshold is None
-    assert m.to_verify(QUERY, [candidate("Why do people convert Celsius to Fahrenheit?", 0.9)]) == []
+    assert m.to_verify(m.screen(QUERY, [candidate("Why do people convert Celsius to Fahrenheit?", 0.9)])) == []
+
+
+def test_the_band_must_lie_below_the_threshold() -> None:
+    with pytest.raises(ValueError, match="min_similarity"):
+        SemanticSettings(threshold=0.6, verifier=VerifierSettings(enabled=True, min_similarity=0.7))
+    SemanticSettings(threshold=0.6, verifier=VerifierSettings(enabled=False, min_similarity=0.7))  # not used
 
 
 class StubVerifier:
@@ -84,10 +91,12 @@ async def test_one_call_per_lookup_and_none_below_the_band() -> None:
     verifier = StubVerifier([0.9, 0.1])
     found = [candidate("What's the formula to turn Celsius into Fahrenheit?", 0.7),
              candidate("Why do people convert Celsius to Fahrenheit?", 0.6)]
-    assert await cache(verifier)._verify(QUERY, found) == {found[0].key: pytest.approx(0.9),
-                                                           found[1].key: pytest.approx(0.1)}
+    layer = cache(verifier)
+    assert await layer._verify(layer.matcher.screen(QUERY, found)) == {found[0].key: pytest.approx(0.9),
+                                                                       found[1].key: pytest.approx(0.1)}
     assert verifier.calls == [[c.query for c in found]]
-    assert await cache(verifier)._verify(QUERY, [candidate("What is the boiling point of water?", 0.3)]) == {}
+    below = layer.matcher.screen(QUERY, [candidate("What is the boiling point of water?", 0.3)])
+    assert await layer._verify(below) == {}
     assert len(verifier.calls) == 1  # a miss below the band pays nothing
 
 
@@ -97,5 +106,6 @@ async def test_one_call_per_lookup_and_none_below_the_band() -> None:
 async def test_a_verifier_that_cannot_answer_falls_back_and_is_counted(verifier, reason) -> None:
     before = fallbacks(reason)
     found = [candidate("Why do people convert Celsius to Fahrenheit?", 0.9)]
-    assert await cache(verifier, timeout_s=0.05)._verify(QUERY, found) is None
+    layer = cache(verifier, timeout_s=0.05)
+    assert await layer._verify(layer.matcher.screen(QUERY, found)) is None
     assert fallbacks(reason) == before + 1
