@@ -6,8 +6,11 @@ lookup: its stored question, then its new one.
 
 What δ bounds is the error the verifier's band adds: the pairs below `semantic.threshold`, which cosine and
 guard alone never serve and the verifier serves at a score ≥ τ. Above the threshold the verifier only vetoes
-(`semantic.verifier.veto_below`), so it can only remove wrong hits there; what remains there is the cosine +
+(a score below the veto bar), so it can only remove wrong hits there; what remains there is the cosine +
 guard rule's own error, set by its threshold (`eval calibrate-cosine`) and reported beside δ by the eval.
+What the veto costs is bounded instead: the bar is the highest that refuses at most
+`semantic.verifier.max_veto_loss` (ε) of the calibration paraphrases above the threshold, so the veto
+follows the model's score scale rather than a number fitted to one model.
 On the synthetic calibration split that rule's error alone is ~10 % per lookup (half its pairs are near
 misses made to sit close in embedding space), so no threshold could bound the total at 2 %: docs/benchmarks.md.
 
@@ -20,8 +23,8 @@ the search.
 
 The scored table is part of the model's training record (model_assets/pair_verifier/record.json): every
 calibration pair from its lower bar up that the guard lets through, as (score, same answer, cosine). The
-orchestrator derives τ at start for its own band without scoring anything; `python -m orchestrator.eval
-calibrate` scores the calibration split again and prints the same τ.
+orchestrator derives both bars (`Bars`) at start for its own settings without scoring anything;
+`python -m orchestrator.eval calibrate` scores the calibration split again and prints the same bars.
 """
 
 from __future__ import annotations
@@ -128,23 +131,42 @@ def band_threshold(table: dict, settings: SemanticSettings) -> Threshold:
     return threshold_for(band_rows(table, settings), table["pairs"], settings.max_error_rate)
 
 
-def verifier_threshold(settings: SemanticSettings, record: dict | None = None) -> float | None:
-    """τ the layer uses: `semantic.verifier.threshold` when set, else derived from δ and the shipped model's
-    calibration table for the settings' band (math.inf when no threshold meets δ: the band then serves
-    nothing); None when the verifier is off. A table made with another guard than the settings', or from a
-    higher lower bar than theirs, still gives τ, with a warning naming the fix: the bound is then approximate."""
+def veto_for(table: dict, settings: SemanticSettings) -> float:
+    """The veto bar for ε: the highest score below which at most ε of the table's paraphrases from
+    `semantic.threshold` up fall (0.0, no veto, when the table has none there)."""
+    scores = sorted(r.score for r in table_rows(table) if r.same_answer and r.similarity >= settings.threshold)
+    allowed = math.floor(settings.verifier.max_veto_loss * len(scores))
+    return scores[allowed] if allowed < len(scores) else 0.0
+
+
+@dataclass(frozen=True)
+class Bars:
+    """The verifier scores a candidate needs: `band` (τ) below `semantic.threshold`, `veto` from it up."""
+
+    band: float
+    veto: float
+
+
+def verifier_bars(settings: SemanticSettings, record: dict | None = None) -> Bars | None:
+    """The bars the layer uses (None when the verifier is off). Each is its setting when set
+    (`verifier.threshold`, `verifier.veto_below`), else derived from the shipped model's calibration table:
+    τ from δ for the settings' band (math.inf when no τ meets δ: the band then serves nothing), the veto from
+    ε. A table made with another guard than the settings', or from a higher lower bar than theirs, still
+    gives bars, with a warning naming the fix: the bound is then approximate."""
     verifier = settings.verifier
     if not verifier.enabled:
         return None
-    if verifier.threshold is not None:
-        return verifier.threshold
+    if verifier.threshold is not None and verifier.veto_below is not None:
+        return Bars(verifier.threshold, verifier.veto_below)
     table = (record or load_record())["calibration"]
     if table["min_similarity"] > verifier.min_similarity or table["guard"] != settings.guard.model_dump(mode="json"):
         log.warning("the pair verifier's calibration table was made for pairs from cosine %s with the default "
                     "guard; for these settings run `python -m orchestrator.eval calibrate` with them and set "
-                    "ORCH_SEMANTIC__VERIFIER__THRESHOLD", table["min_similarity"])
-    found = band_threshold(table, settings)
-    return math.inf if found.threshold is None else found.threshold
+                    "ORCH_SEMANTIC__VERIFIER__THRESHOLD and ORCH_SEMANTIC__VERIFIER__VETO_BELOW",
+                    table["min_similarity"])
+    band = band_threshold(table, settings).threshold if verifier.threshold is None else verifier.threshold
+    veto = veto_for(table, settings) if verifier.veto_below is None else verifier.veto_below
+    return Bars(math.inf if band is None else band, veto)
 
 
 def cosines(pairs: Sequence[Pair], embedder: OnnxMiniLM) -> np.ndarray:
@@ -176,16 +198,16 @@ def table_rows(table: dict) -> list[Row]:
     return [Row(float(score), bool(same), float(similarity)) for score, same, similarity in table["rows"]]
 
 
-def veto_effect(table: dict, settings: SemanticSettings) -> dict:
-    """What `semantic.verifier.veto_below` does on the table's pairs above `semantic.threshold` (which cosine
-    and guard alone serve): wrong hits it removes and paraphrase hits it costs, per lookup."""
+def veto_effect(table: dict, settings: SemanticSettings, veto: float) -> dict:
+    """What a veto bar does on the table's pairs from `semantic.threshold` up (which cosine and guard alone
+    serve): wrong hits it removes, paraphrase hits it costs and wrong hits it leaves, per lookup."""
     above = [r for r in table_rows(table) if r.similarity >= settings.threshold]
-    veto, lookups = settings.verifier.veto_below, table["pairs"]
+    lookups = table["pairs"]
 
     def per_lookup(same: bool, vetoed: bool) -> float:
         return round(sum(r.same_answer == same and (r.score < veto) == vetoed for r in above) / lookups, 4)
 
-    return {"veto_below": veto, "wrong_hits_removed_per_lookup": per_lookup(False, True),
+    return {"veto_below": round(veto, 6), "wrong_hits_removed_per_lookup": per_lookup(False, True),
             "paraphrase_hits_lost_per_lookup": per_lookup(True, True),
             "wrong_hits_left_per_lookup": per_lookup(False, False)}
 

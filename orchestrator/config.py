@@ -244,11 +244,13 @@ class VerifierSettings(BaseModel):
     #: τ: the score a candidate in the band (cosine below `semantic.threshold`) needs; null (the default)
     #: derives it from `semantic.max_error_rate` and the model's calibration table (orchestrator.calibration).
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    #: Above `semantic.threshold`, where cosine and guard alone would serve, a candidate the verifier scores
-    #: below this is refused: only a confident "different question" overrides the cosine. Chosen on the
-    #: calibration splits (`python -m orchestrator.eval calibrate` prints what it costs and removes there):
-    #: higher values refuse more near misses and more paraphrases alike.
-    veto_below: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: ε: the share of paraphrases above `semantic.threshold` (which cosine and guard alone would serve) that
+    #: the verifier's veto may refuse. The veto bar is the highest score that refuses no more than this of
+    #: the calibration split's paraphrases there (orchestrator.calibration); a candidate scored below it is
+    #: refused: only a confident "different question" overrides the cosine.
+    max_veto_loss: float = Field(default=0.01, ge=0.0, lt=1.0)
+    #: The veto bar itself; null (the default) derives it from `max_veto_loss` and the calibration table.
+    veto_below: float | None = Field(default=None, ge=0.0, le=1.0)
     #: Deadline of one verifier call; past it the lookup falls back to cosine and guard (counted).
     timeout_s: float = Field(default=1.0, gt=0)
 

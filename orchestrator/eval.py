@@ -91,7 +91,7 @@ class Decider:
     def decisions(self, matcher: SemanticMatcher, queries: Sequence[str],
                   found: Sequence[Sequence[Candidate]]) -> list[Decision]:
         screened = [matcher.screen(q, c) for q, c in zip(queries, found)]
-        if matcher.verifier_threshold is None:
+        if matcher.bars is None:
             return [matcher.choose(s) for s in screened]
         pending = [matcher.to_verify(s) for s in screened]
         flat = [(c.query, q) for q, cs in zip(queries, pending) for c in cs]
@@ -109,11 +109,11 @@ def _emit(row: dict) -> None:
 def _verifier_fields(matcher: SemanticMatcher, lookups: int, wrong: Sequence[Candidate]) -> dict:
     """δ beside the realised error it bounds (wrong hits per lookup served from the band, below the cosine
     threshold) and the total (wrong hits per lookup, the band's and the cosine rule's above it)."""
-    if matcher.verifier_threshold is None:
+    if matcher.bars is None:
         return {}
     band = sum(c.similarity < matcher.threshold for c in wrong)
-    return {"max_error_rate": DEFAULTS.max_error_rate, "verifier_threshold": round(matcher.verifier_threshold, 6),
-            "veto_below": matcher.veto_below, "band_error_rate": round(band / lookups, 4),
+    return {"max_error_rate": DEFAULTS.max_error_rate, "verifier_threshold": round(matcher.bars.band, 6),
+            "veto_below": round(matcher.bars.veto, 6), "band_error_rate": round(band / lookups, 4),
             "error_rate": round(len(wrong) / lookups, 4)}
 
 
@@ -147,7 +147,7 @@ def pair_report(pairs: Sequence[Pair], candidates: Sequence[list[Candidate]], ma
         "pairs": len(pairs),
         "threshold": matcher.threshold,
         "guard": matcher.guard.settings.enabled,
-        "verifier": matcher.verifier_threshold is not None,
+        "verifier": matcher.bars is not None,
         "paraphrase_hit_rate": round(true_hits / len(same), 4) if same else None,
         "near_miss_rejection_rate": round(1 - sum(different) / len(different), 4) if different else None,
         "precision": round(true_hits / sum(hits), 4) if sum(hits) else None,
@@ -231,7 +231,7 @@ def gptcache_report(lookups: Lookups, matcher: SemanticMatcher, decider: Decider
         if is_near_duplicate(candidate.query, origin, lookups.vectors):
             near_duplicate += 1
     return {"pairs": len(lookups.rows), "origins": len(lookups.origins), "threshold": matcher.threshold,
-            "guard": matcher.guard.settings.enabled, "verifier": matcher.verifier_threshold is not None,
+            "guard": matcher.guard.settings.enabled, "verifier": matcher.bars is not None,
             "hit_rate": round(hits / len(lookups.rows), 4), "precision": round(correct / hits, 4) if hits else None,
             "wrong_hits": hits - correct, **_verifier_fields(matcher, len(lookups.rows), wrong),
             "wrong_hits_near_duplicate_origin": near_duplicate,
@@ -319,18 +319,19 @@ def calibrate(file: Path = pairsets.VERIFIER_PAIRS["calibration"],
               DEFAULTS.verifier.min_similarity,
               threshold: Annotated[float, typer.Option(help="the cosine threshold: the band's top")] =
               DEFAULTS.threshold,
-              veto_below: Annotated[float, typer.Option(help="the veto above the threshold")] =
-              DEFAULTS.verifier.veto_below,
+              max_veto_loss: Annotated[float, typer.Option(
+                  help="ε: share of paraphrases above the threshold the veto may refuse")] =
+              DEFAULTS.verifier.max_veto_loss,
               threads: int = 1) -> None:
     """The verifier's band threshold τ for δ on the calibration split (orchestrator.calibration): scores it
     with the shipped model, prints τ, its hits and wrong hits there, the 95 % upper bound of the band's wrong
-    hits per lookup, the τ the model's shipped calibration table gives (the layer's), and what the veto
-    removes and costs above the threshold."""
+    hits per lookup, the τ the model's shipped calibration table gives (the layer's), and the veto bar for ε
+    with what it removes and costs above the threshold."""
     if not 0.0 < max_error_rate < 1.0:
         raise typer.BadParameter("--max-error-rate must be within (0, 1)")
     try:
         settings = SemanticSettings(max_error_rate=max_error_rate, threshold=threshold, verifier=VerifierSettings(
-            enabled=True, min_similarity=min_similarity, veto_below=veto_below))
+            enabled=True, min_similarity=min_similarity, max_veto_loss=max_veto_loss))
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     table = calibration.build_table(load_pairs(file), OnnxPairVerifier(intra_op_threads=threads), settings,
@@ -341,10 +342,11 @@ def calibrate(file: Path = pairsets.VERIFIER_PAIRS["calibration"],
            "threshold": found.threshold, "hits": found.hits, "wrong_hits": found.wrong_hits,
            "wrong_hits_per_lookup": round(found.wrong_hits / table["pairs"], 4),
            "upper_bound_95": round(found.upper_bound, 4) if found.upper_bound is not None else None,
-           "shipped_table_threshold": shipped.threshold, **calibration.veto_effect(table, settings),
+           "shipped_table_threshold": shipped.threshold,
+           **calibration.veto_effect(table, settings, calibration.veto_for(table, settings)),
            "settings": {"ORCH_SEMANTIC__MAX_ERROR_RATE": max_error_rate, "ORCH_SEMANTIC__THRESHOLD": threshold,
                         "ORCH_SEMANTIC__VERIFIER__MIN_SIMILARITY": min_similarity,
-                        "ORCH_SEMANTIC__VERIFIER__VETO_BELOW": veto_below}})
+                        "ORCH_SEMANTIC__VERIFIER__MAX_VETO_LOSS": max_veto_loss}})
     if found.threshold is None:
         raise typer.Exit(1)
 

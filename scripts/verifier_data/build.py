@@ -15,12 +15,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from orchestrator.cache.guard import NearMissGuard
 from orchestrator.pairsets import Pair
 from verifier_data.perturb import Perturber
 
 
-def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarray], per_row: int) -> list[Pair]:
-    """For each row, its `similar` against the `per_row` nearest other origins (a different text)."""
+#: Two origins this close, that the guard finds no difference between, are likely the same question asked
+#: twice (QQP holds many unmarked duplicates): as a "different question" label they would teach noise.
+NEAR_DUPLICATE = 0.9
+
+
+def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarray], per_row: int,
+                   skip_near_duplicates: bool = False) -> list[Pair]:
+    """For each row, its `similar` against the `per_row` nearest other origins (a different text); with
+    `skip_near_duplicates` (the train split), origins that are likely the row's own question are passed over
+    (the calibration and test splits keep them: there they are what the cache will meet)."""
+    guard = NearMissGuard()
     origins = [origin for origin, _ in rows]
     matrix = np.stack([vectors[o] for o in origins])
     pairs = []
@@ -29,6 +39,9 @@ def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarra
         taken = 0
         for j in np.argsort(-similarities):
             if origins[j] in (origin, similar) or j == i:
+                continue
+            if skip_near_duplicates and float(vectors[origins[j]] @ vectors[origin]) >= NEAR_DUPLICATE \
+                    and guard.agrees(origins[j], origin):
                 continue
             pairs.append(Pair(origins[j], similar, False, "hard_negative"))
             taken += 1
@@ -39,10 +52,10 @@ def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarra
 
 def build_pairs(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarray], perturber: Perturber,
                 rng: random.Random, negatives_per_row: int, families_per_row: int,
-                surface_share: float) -> list[Pair]:
+                surface_share: float, skip_near_duplicates: bool = False) -> list[Pair]:
     """Every pair of one split's rows (see the module docstring)."""
     pairs = [Pair(origin, similar, True, "paraphrase") for origin, similar in rows]
-    pairs += hard_negatives(rows, vectors, negatives_per_row)
+    pairs += hard_negatives(rows, vectors, negatives_per_row, skip_near_duplicates)
     for origin, similar in rows:
         misses = perturber.near_misses(origin, rng)
         for rewrite in rng.sample(misses, min(families_per_row, len(misses))):

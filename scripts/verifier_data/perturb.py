@@ -2,9 +2,11 @@
 
 A near miss changes the one thing the answer depends on while the sentence barely moves in embedding space.
 The families are the kinds of difference a cache must not ignore: entity, number, negation, antonym,
-argument order, unit, time, audience. Words come from WordNet (scripts/verifier_data/wordnet.py: antonyms,
-co-hyponyms named by their hypernym root) and from the corpus itself (its capitalised words as entities);
-only English grammar's closed classes (auxiliaries, asymmetric prepositions) are written here. Rewrites that
+argument order, unit, time, audience, action. Words come from WordNet (scripts/verifier_data/wordnet.py:
+antonyms, co-hyponyms named by their hypernym root, which words are verbs and which share a sense) and from
+the corpus itself (its capitalised words as entities, the verbs its questions ask about as actions); only
+English grammar's closed classes (auxiliaries, asymmetric prepositions, the words before a verb) are written
+here. Rewrites that
 keep the meaning (contractions, case and punctuation) are positives beside the data's real paraphrases.
 WordNet synonyms are not used as positives: a first sense's other lemmas too often change the meaning
 (pass/walk, child/fry).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +38,10 @@ CONTRACTIONS = {"what is": "what's", "how is": "how's", "it is": "it's", "i am":
 COMMON = 3.0
 #: Words too frequent to carry a question's meaning alone (articles, pronouns, auxiliaries, prepositions).
 FUNCTION_ZIPF = 6.0
+#: Words after which English puts a verb's base form (a closed class: "to" and the subject pronouns).
+VERB_SLOTS = frozenset({"to", "i", "you", "we", "they"})
+#: Times a word must fill a verb slot in the corpus to count as one of its actions.
+MIN_VERB_USES = 3
 #: Question words (a closed class): never swapped for a sibling or an antonym.
 QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "which", "who", "whom", "whose"})
 
@@ -61,13 +68,15 @@ def _replace(text: str, match: re.Match, word: str) -> str:
 class Perturber:
     """Every family that applies to a question, each at most once (rng picks the word and the replacement)."""
 
-    def __init__(self, wordnet: WordNet, proper_nouns: Sequence[str]) -> None:
+    def __init__(self, wordnet: WordNet, proper_nouns: Sequence[str], verbs: Sequence[str] = ()) -> None:
         self.wordnet = wordnet
         self.proper_nouns = sorted(set(proper_nouns))
+        self.verbs = sorted(set(verbs))
+        self._verb_set = frozenset(self.verbs)
 
     def near_misses(self, text: str, rng: random.Random) -> list[Rewrite]:
         found: list[Rewrite] = []
-        for make in (self.number, self.negation, self.antonym, self.order, self.proper_noun):
+        for make in (self.number, self.negation, self.antonym, self.order, self.proper_noun, self.action):
             rewrite = make(text, rng)
             if rewrite is not None and rewrite.text != text:
                 found.append(rewrite)
@@ -154,6 +163,20 @@ class Perturber:
         return Rewrite(text[:match.start()] + other + text[match.end():], "entity", False) \
             if other != match.group() else None
 
+    def action(self, text: str, rng: random.Random) -> Rewrite | None:
+        """Another of the corpus's actions in a verb slot ("how do I delete my account" → "… recover …"): the
+        question keeps its object and its frame and asks for something else."""
+        words = list(WORD.finditer(text))
+        slots = [word for before, word in zip(words, words[1:])
+                 if before.group().lower() in VERB_SLOTS and word.group().lower() in self._verb_set]
+        if not slots:
+            return None
+        match = rng.choice(slots)
+        other = rng.choice(self.verbs)
+        if other == match.group().lower() or self.wordnet.shares_a_sense(other, match.group().lower()):
+            return None  # the same action, or a synonym of it in some sense (increase/raise)
+        return Rewrite(_replace(text, match, other), "action", False)
+
     def siblings(self, text: str, rng: random.Random) -> list[Rewrite]:
         """One co-hyponym swap per family found (unit, time, audience, entity)."""
         by_family: dict[str, list[tuple[re.Match, list[str]]]] = {}
@@ -182,6 +205,20 @@ class Perturber:
                     return Rewrite(re.sub(rf"\b{re.escape(a)}\b", b, lowered, count=1), "surface", True)
         styles: list[Callable[[str], str]] = [str.lower, lambda t: t.rstrip("?.! "), lambda t: t.rstrip("?") + " ?"]
         return Rewrite(rng.choice(styles)(text), "surface", True)
+
+
+def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
+    """Common words the corpus puts in a verb slot at least MIN_VERB_USES times that WordNet knows as verbs:
+    the actions its questions ask about."""
+    uses: Counter = Counter()
+    for text in texts:
+        words = [m.group() for m in WORD.finditer(text)]
+        for before, word in zip(words, words[1:]):
+            lowered = word.lower()
+            if before.lower() in VERB_SLOTS and lowered.isalpha() and _is_content(lowered) \
+                    and zipf_frequency(lowered, "en") >= COMMON and wordnet.is_verb(lowered):
+                uses[lowered] += 1
+    return sorted(word for word, count in uses.items() if count >= MIN_VERB_USES)
 
 
 def proper_nouns(texts: Sequence[str]) -> list[str]:

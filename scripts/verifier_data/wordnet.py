@@ -89,6 +89,16 @@ class WordNet:
             for parent in synset.hypernyms + synset.instance_of:
                 self.children[parent].append(key)
 
+    def is_verb(self, word: str) -> bool:
+        return any(self.synsets[key].pos == "v" for key in self.by_word.get(word, ()))
+
+    def shares_a_sense(self, word: str, other: str) -> bool:
+        """Whether `other` is in one of `word`'s synsets or directly above or below one (a synonym, a more
+        general or a more specific word in some sense: increase/raise)."""
+        keys = set(self.by_word.get(word, ()))
+        related = keys | {k for key in keys for k in self.synsets[key].hypernyms + self.children[key]}
+        return bool(related & set(self.by_word.get(other, ())))
+
     def antonyms(self, word: str) -> list[str]:
         found = []
         for key in self.by_word.get(word, ()):

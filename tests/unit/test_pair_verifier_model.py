@@ -54,7 +54,7 @@ def test_the_shipped_calibration_table_is_the_models_and_gives_the_layers_thresh
     enabled = SemanticSettings(verifier=VerifierSettings(enabled=True))
     found = calibration.band_threshold(table, enabled)
     assert found.threshold is not None and found.upper_bound <= enabled.max_error_rate
-    assert calibration.verifier_threshold(enabled, record) == pytest.approx(found.threshold, abs=SCORE_TOLERANCE)
+    assert calibration.verifier_bars(enabled, record).band == pytest.approx(found.threshold, abs=SCORE_TOLERANCE)
 
 
 def test_a_score_does_not_depend_on_the_pairs_scored_beside_it(verifier: OnnxPairVerifier) -> None:

@@ -17,6 +17,7 @@ from orchestrator.config import SemanticSettings, VerifierSettings
 
 QUERY = "How do I convert Celsius to Fahrenheit?"
 TAU = 0.7
+VETO = 0.05
 
 
 def candidate(query: str, similarity: float) -> Candidate:
@@ -24,12 +25,12 @@ def candidate(query: str, similarity: float) -> Candidate:
 
 
 def matcher(**verifier: object) -> SemanticMatcher:
-    settings = VerifierSettings(**{"enabled": True, "threshold": TAU, **verifier})
+    settings = VerifierSettings(**{"enabled": True, "threshold": TAU, "veto_below": VETO, **verifier})
     return SemanticMatcher(SemanticSettings(threshold=0.8, verifier=settings))
 
 
 def test_the_verifier_decides_the_band_vetoes_above_it_and_the_guard_keeps_its_veto() -> None:
-    m = matcher(min_similarity=0.5, veto_below=0.05)
+    m = matcher(min_similarity=0.5)
     low_paraphrase = candidate("What's the formula to turn Celsius into Fahrenheit?", 0.62)
     swapped = candidate("How do I convert Fahrenheit to Celsius?", 0.97)  # the guard's order check
     near_miss = candidate("Why do people convert Celsius to Fahrenheit?", 0.9)
@@ -37,8 +38,8 @@ def test_the_verifier_decides_the_band_vetoes_above_it_and_the_guard_keeps_its_v
     found = [swapped, near_miss, low_paraphrase, below_band]
     screened = m.screen(QUERY, found)
     assert m.to_verify(screened) == [near_miss, low_paraphrase]  # from the band up, no guard objection
-    # above the threshold only a confident "different" (< veto_below) refuses; in the band τ must be reached
-    decision = m.choose(screened, {near_miss.key: 0.04, low_paraphrase.key: TAU})
+    # above the threshold only a confident "different" (< the veto) refuses; in the band τ must be reached
+    decision = m.choose(screened, {near_miss.key: VETO - 0.01, low_paraphrase.key: TAU})
     assert decision.chosen == low_paraphrase  # below the 0.80 threshold, served on the verifier's word
     assert dict(decision.rejected) == {swapped: ("order",), near_miss: (VERIFIER_REASON,)}
     # the nearest acceptable candidate is served: above the threshold a middling score does not refuse
@@ -56,7 +57,7 @@ def test_without_scores_the_old_rule_decides() -> None:
 
 def test_a_verifier_switched_off_is_never_asked() -> None:
     m = SemanticMatcher(SemanticSettings(verifier=VerifierSettings(enabled=False)))
-    assert m.verifier_threshold is None
+    assert m.bars is None
     assert m.to_verify(m.screen(QUERY, [candidate("Why do people convert Celsius to Fahrenheit?", 0.9)])) == []
 
 
