@@ -51,7 +51,7 @@ def test_the_layer_takes_tau_from_the_setting_or_from_delta_and_the_tables_band(
     assert band(SemanticSettings(verifier=ON), rows) == 0.95
     assert band(SemanticSettings(max_error_rate=0.2, verifier=ON), rows) == 0.6
     assert band(SemanticSettings(verifier=VerifierSettings(enabled=True, threshold=0.5)), rows) == 0.5
-    assert calibration.verifier_bars(SemanticSettings()) is None  # off by default
+    assert calibration.verifier_bars(SemanticSettings(verifier=VerifierSettings(enabled=False))) is None
     assert band(SemanticSettings(verifier=ON), [[0.9, False, 0.7]] * 5) == math.inf
 
 
@@ -102,5 +102,5 @@ def test_a_table_for_other_settings_still_gives_bars_with_a_warning_naming_the_f
     assert "eval calibrate" in caplog.text
     caplog.clear()
     band(SemanticSettings(verifier=VerifierSettings(enabled=True, min_similarity=0.6)), rows)
-    calibration.verifier_bars(SemanticSettings(), record(rows))
+    calibration.verifier_bars(SemanticSettings(), record(rows))  # the defaults the table was made for
     assert caplog.text == ""

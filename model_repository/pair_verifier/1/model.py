@@ -1,4 +1,5 @@
-"""Triton Python model: the pair verifier's scores for every request of a dynamic batch in one ONNX run."""
+"""Triton Python model: the pair verifier's scores for every request of a dynamic batch in one execute (each pair
+scored alone: model_assets.pair_verifier.OnnxPairVerifier.score says why)."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
