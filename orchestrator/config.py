@@ -236,7 +236,7 @@ class VerifierSettings(BaseModel):
     model_config = STRICT
 
     #: On by default: on the labelled test sets it adds paraphrase hits and refuses near misses that cosine and
-    #: guard alone serve, for ~5 ms per semantic hit (docs/benchmarks.md).
+    #: guard alone serve, for ~4 ms per semantic hit (docs/benchmarks.md).
     enabled: bool = True
     #: Cosine from which a candidate goes to the verifier (the band's lower bar); below it a lookup is a miss
     #: without a verifier call. Low enough for paraphrases worded apart (0.56-0.80 seen), which the

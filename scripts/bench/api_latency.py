@@ -17,7 +17,8 @@ index count, no embedding: `*_new_conversation`). Prints a table, then one JSON 
 `--semantic-verifier` measures only what the semantic layer's pair verifier costs: HTTP semantic hits at
 concurrency 1 (a paraphrase of the stored HIT_QUESTION, sent with no-store so it never becomes an exact entry)
 through two orchestrators on the same Triton and Redis, one with the verifier and one without
-(ORCH_SEMANTIC__VERIFIER__ENABLED=false); the difference of their p50 is the verifier's added latency. It
+(ORCH_SEMANTIC__VERIFIER__ENABLED=false), alternating request by request; the difference of their p50 is the
+verifier's added latency. It
 also sends misses whose nearest entry lies below the verifier's band and reports how many verifier calls they
 made (none expected).
 """
@@ -287,40 +288,55 @@ def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
     raise RuntimeError(f"the warm-up answer was not stored: {first.text}")
 
 
-async def semantic_hits(orchestrator: OrchestratorProcess, requests: int) -> dict:
-    """Semantic-hit latency at concurrency 1, and the verifier calls of misses below its band."""
+async def semantic_hits(orchestrators: dict[str, OrchestratorProcess], requests: int) -> dict[str, dict]:
+    """Semantic-hit latency at concurrency 1 through each orchestrator, alternating request by request (after
+    100 warm-up rounds), so drift of the machine and the engine's cancelled speculative generations weigh on
+    both alike."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": SEMANTIC_HIT_QUESTION}],
             "max_tokens": HIT_MAX_TOKENS}
     headers = {"cache-control": "no-store"}
-    async with httpx.AsyncClient(base_url=orchestrator.http_url, timeout=120) as client:
-        async def hit() -> None:
-            response = await client.post("/v1/chat/completions", json=body, headers=headers)
-            assert response.headers["x-cache"] == "semantic", response.headers.get("x-cache")
+    latencies: dict[str, list[float]] = {name: [] for name in orchestrators}
+    async with contextlib.AsyncExitStack() as opened:
+        clients = {name: await opened.enter_async_context(httpx.AsyncClient(base_url=o.http_url, timeout=120))
+                   for name, o in orchestrators.items()}
+        for round_ in range(100 + requests):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                response = await client.post("/v1/chat/completions", json=body, headers=headers)
+                elapsed = time.perf_counter() - started
+                assert response.headers["x-cache"] == "semantic", (name, response.headers.get("x-cache"))
+                if round_ >= 100:
+                    latencies[name].append(elapsed)
+    return {name: {"p50_ms": percentile_ms(samples, 50), "p99_ms": percentile_ms(samples, 99)}
+            for name, samples in latencies.items()}
 
-        result = await measured(orchestrator, hit, 1, requests)
-        calls = total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total")
+
+async def below_band_verifier_calls(orchestrator: OrchestratorProcess) -> float:
+    """Verifier calls made by misses whose nearest entry lies below the verifier's band (0 expected)."""
+    calls = total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total")
+    async with httpx.AsyncClient(base_url=orchestrator.http_url, timeout=120) as client:
         for question in BELOW_BAND_QUESTIONS:
-            await client.post("/v1/chat/completions", headers=headers, json={
+            await client.post("/v1/chat/completions", headers={"cache-control": "no-store"}, json={
                 "model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 1})
-        result["below_band_verifier_calls"] = total(scrape(orchestrator.http_url),
-                                                    "orchestrator_semantic_verifier_calls_total") - calls
-    return result
+    return total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total") - calls
 
 
 def verifier_cost(args: argparse.Namespace) -> dict:
     """The same semantic hit with and without the pair verifier (two orchestrators, one Triton and Redis)."""
     with stack(args, ORCH_SEMANTIC__VERIFIER__ENABLED="true") as (redis_url, triton_url, with_verifier):
         warm_exact_entry(with_verifier)
-        verified = asyncio.run(semantic_hits(with_verifier, args.requests))
         env = {"ORCH_REDIS__KEY_PREFIX": with_verifier.env["ORCH_REDIS__KEY_PREFIX"],
                "ORCH_SEMANTIC__VERIFIER__ENABLED": "false", "ORCH_API__LOG_LEVEL": "warning"}
         with OrchestratorProcess(triton_url, redis_url, env=env) as without_verifier:
-            unverified = asyncio.run(semantic_hits(without_verifier, args.requests))
+            hits = asyncio.run(semantic_hits({"verifier": with_verifier, "no_verifier": without_verifier},
+                                             args.requests))
+        below_band = asyncio.run(below_band_verifier_calls(with_verifier))
+    verified, unverified = hits["verifier"], hits["no_verifier"]
     return {"semantic_hit_p50_ms_verifier": verified["p50_ms"], "semantic_hit_p99_ms_verifier": verified["p99_ms"],
             "semantic_hit_p50_ms_no_verifier": unverified["p50_ms"],
             "semantic_hit_p99_ms_no_verifier": unverified["p99_ms"],
             "verifier_added_p50_ms": round(verified["p50_ms"] - unverified["p50_ms"], 3),
-            "below_band_miss_verifier_calls": verified["below_band_verifier_calls"], "requests": args.requests}
+            "below_band_miss_verifier_calls": below_band, "requests": args.requests}
 
 
 @contextlib.contextmanager
