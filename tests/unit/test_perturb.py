@@ -1,7 +1,6 @@
-"""Two of the verifier's training-pair families (scripts/verifier_data): the "action" near misses (the corpus's
-own verbs, found in a verb slot, replace each other, never by a word sharing a WordNet sense) and the
-substitution paraphrases (single-word replacements the data's paraphrases make, kept where WordNet agrees).
-WordNet (a training extra) is replaced by a small stand-in with the two questions the families ask of it."""
+"""The verifier's "action" near-miss family (scripts/verifier_data/perturb.py): the corpus's own verbs, found
+in a verb slot, replace each other, never by a word sharing a WordNet sense. WordNet (a training extra) is
+replaced by a small stand-in with the two questions the family asks of it."""
 
 from __future__ import annotations
 
@@ -12,14 +11,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from verifier_data.perturb import MIN_VERB_USES, Perturber, corpus_verbs  # noqa: E402
-from verifier_data.substitutions import mine, substitution_pairs  # noqa: E402
 
 
 class Senses:
     """WordNet's verb senses for a few words: a word's verbs, and which words share one."""
 
-    SENSES = {"delete": {"v1"}, "erase": {"v1"}, "recover": {"v2"}, "cancel": {"v3"}, "renew": {"v4"},
-              "reset": {"v5"}, "create": {"v6"}, "generate": {"v6"}}
+    SENSES = {"delete": {"v1"}, "erase": {"v1"}, "recover": {"v2"}, "cancel": {"v3"}, "renew": {"v4"}}
 
     def is_verb(self, word: str) -> bool:
         return word in self.SENSES
@@ -49,16 +46,3 @@ def test_the_action_family_asks_for_another_action_never_a_synonym() -> None:
     assert perturber.action("Why delete it?", random.Random(0)) is None  # no verb slot: nothing to swap
     cased = {perturber.action("Is it safe to Delete it?", random.Random(seed)) for seed in range(40)} - {None}
     assert {r.text for r in cased} == {"Is it safe to Recover it?", "Is it safe to Cancel it?"}
-
-
-def test_substitutions_are_the_datas_single_word_replacements_that_wordnet_confirms() -> None:
-    rows = [("How do I create a dataset?", "How can I generate a dataset?"),  # create → generate: synonyms
-            ("How do I reset my password?", "How do I recover my password?"),  # not synonyms: dropped
-            ("Why create it here?", "Why would one create it there?")]  # here → there: too common to count
-    table = mine(rows, Senses())
-    assert table == {"create": ["generate"], "generate": ["create"]}
-    pairs = substitution_pairs([("Create a dataset from CSV files", "Make a dataset out of CSV files"),
-                                ("What is a tensor?", "Define a tensor")], table, random.Random(0))
-    assert [(p.query, p.same_answer, p.kind) for p in pairs] == [
-        ("Generate a dataset from CSV files", True, "substitution")]  # the second row has no such word
-    assert pairs[0].cached in ("Create a dataset from CSV files", "Make a dataset out of CSV files")
