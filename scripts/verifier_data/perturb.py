@@ -53,7 +53,7 @@ class Rewrite:
     same_answer: bool
 
 
-def is_content(word: str) -> bool:
+def _is_content(word: str) -> bool:
     return word.isalpha() and word.lower() not in QUESTION_WORDS and zipf_frequency(word.lower(), "en") < FUNCTION_ZIPF
 
 
@@ -61,7 +61,7 @@ def _cased(template: str, word: str) -> str:
     return word.capitalize() if template[:1].isupper() else word
 
 
-def replace_word(text: str, match: re.Match, word: str) -> str:
+def _replace(text: str, match: re.Match, word: str) -> str:
     return text[:match.start()] + _cased(match.group(), word) + text[match.end():]
 
 
@@ -106,27 +106,27 @@ class Perturber:
         negated = [m for m in words if m.group().lower() in POSITIVE]
         if negated:
             match = rng.choice(negated)
-            return Rewrite(replace_word(text, match, POSITIVE[match.group().lower()]), "negation", False)
+            return Rewrite(_replace(text, match, POSITIVE[match.group().lower()]), "negation", False)
         nots = [m for m in words if m.group().lower() in ("not", "never", "without")]
         if nots:
             match = rng.choice(nots)
             if match.group().lower() == "without":
-                return Rewrite(replace_word(text, match, "with"), "negation", False)
+                return Rewrite(_replace(text, match, "with"), "negation", False)
             return Rewrite((text[:match.start()] + text[match.end():].lstrip()).strip(), "negation", False)
         auxiliaries = [m for m in words if m.group().lower() in NEGATED]
         if auxiliaries:
             match = auxiliaries[0]
-            return Rewrite(replace_word(text, match, NEGATED[match.group().lower()]), "negation", False)
+            return Rewrite(_replace(text, match, NEGATED[match.group().lower()]), "negation", False)
         withs = [m for m in words if m.group().lower() == "with"]
         if withs:
-            return Rewrite(replace_word(text, rng.choice(withs), "without"), "negation", False)
+            return Rewrite(_replace(text, rng.choice(withs), "without"), "negation", False)
         return None
 
     def antonym(self, text: str, rng: random.Random) -> Rewrite | None:
         options = []
         for match in WORD.finditer(text):
             word = match.group().lower()
-            if not is_content(word):
+            if not _is_content(word):
                 continue
             for suffix in ("", "s", "ed", "d", "ing", "er", "est"):
                 base = word[:len(word) - len(suffix)] if suffix and word.endswith(suffix) else word
@@ -137,14 +137,14 @@ class Perturber:
         if not options:
             return None
         match, opposites = rng.choice(options)
-        return Rewrite(replace_word(text, match, rng.choice(opposites)), "antonym", False)
+        return Rewrite(_replace(text, match, rng.choice(opposites)), "antonym", False)
 
     @staticmethod
     def order(text: str, rng: random.Random) -> Rewrite | None:
         words = list(WORD.finditer(text))
         options = [(words[i - 1], words[i + 1]) for i in range(1, len(words) - 1)
                    if words[i].group().lower() in ASYMMETRIC
-                   and is_content(words[i - 1].group()) and is_content(words[i + 1].group())
+                   and _is_content(words[i - 1].group()) and _is_content(words[i + 1].group())
                    and words[i - 1].group().lower() != words[i + 1].group().lower()]
         if not options:
             return None
@@ -175,14 +175,14 @@ class Perturber:
         other = rng.choice(self.verbs)
         if other == match.group().lower() or self.wordnet.shares_a_sense(other, match.group().lower()):
             return None  # the same action, or a synonym of it in some sense (increase/raise)
-        return Rewrite(replace_word(text, match, other), "action", False)
+        return Rewrite(_replace(text, match, other), "action", False)
 
     def siblings(self, text: str, rng: random.Random) -> list[Rewrite]:
         """One co-hyponym swap per family found (unit, time, audience, entity)."""
         by_family: dict[str, list[tuple[re.Match, list[str]]]] = {}
         for match in WORD.finditer(text):
             word = match.group().lower()
-            if not is_content(word):
+            if not _is_content(word):
                 continue
             family, words = self.wordnet.siblings(word)
             common = [w for w in words if zipf_frequency(w, "en") >= COMMON]
@@ -191,7 +191,7 @@ class Perturber:
         rewrites = []
         for family, options in sorted(by_family.items()):
             match, words = rng.choice(options)
-            rewrites.append(Rewrite(replace_word(text, match, rng.choice(words)), family, False))
+            rewrites.append(Rewrite(_replace(text, match, rng.choice(words)), family, False))
         return rewrites
 
     # paraphrases ---------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
         words = [m.group() for m in WORD.finditer(text)]
         for before, word in zip(words, words[1:]):
             lowered = word.lower()
-            if before.lower() in VERB_SLOTS and lowered.isalpha() and is_content(lowered) \
+            if before.lower() in VERB_SLOTS and lowered.isalpha() and _is_content(lowered) \
                     and zipf_frequency(lowered, "en") >= COMMON and wordnet.is_verb(lowered):
                 uses[lowered] += 1
     return sorted(word for word, count in uses.items() if count >= MIN_VERB_USES)
