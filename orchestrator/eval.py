@@ -10,7 +10,7 @@ It runs without servers, through the same code as the layer: the in-process all-
 model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_index.FaissIndex), the pair
 verifier (model_assets.pair_verifier, what Triton's `pair_verifier` serves) and SemanticMatcher. The three
 decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees: the layer's
-fallback), `verifier` (the layer's default, `semantic.verifier.enabled`: the guard, then the verifier's veto
+default and fallback), `verifier` (`semantic.verifier.enabled`: the guard, then the verifier's veto
 above the threshold and its τ for `semantic.max_error_rate` in the band below; its lines give the realised
 error beside δ).
 Embedding and scoring are done up front in length-sorted batches and are not part of the lookup time. Every
