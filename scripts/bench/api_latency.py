@@ -60,6 +60,10 @@ HIT_MAX_TOKENS = 32
 #: A paraphrase of HIT_QUESTION (a semantic hit), and questions far from it (below the verifier's band).
 SEMANTIC_HIT_QUESTION = "Which city is the capital of France?"
 BELOW_BAND_QUESTIONS = ("How do I bake sourdough bread?", "Why is the sea salty?", "How tall is Mount Everest?")
+#: Requests sent, and not measured, before each measured run.
+WARM_UP = 100
+#: Requests that must never become cache entries (the measured paraphrase would turn into an exact hit).
+NO_STORE = {"cache-control": "no-store"}
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -90,7 +94,7 @@ def redis_get_sync(url: str, value_bytes: int, requests: int) -> dict:
     client = redis.Redis.from_url(url)
     key = f"bench:api_latency:{uuid.uuid4().hex}"
     client.set(key, b"x" * value_bytes, ex=600)
-    for _ in range(100):
+    for _ in range(WARM_UP):
         client.get(key)
     latencies = []
     for _ in range(requests):
@@ -122,7 +126,7 @@ def cpu_seconds(pid: int) -> float:
 async def measured(orchestrator: OrchestratorProcess, call: Callable[[], Awaitable[object]], concurrency: int,
                    requests: int) -> dict:
     """Latency and throughput, plus the server's CPU time per request (less sensitive to a busy machine)."""
-    await closed_loop(call, concurrency, 100)
+    await closed_loop(call, concurrency, WARM_UP)
     cpu_before, client_before = cpu_seconds(orchestrator.pid), cpu_seconds(os.getpid())
     result = await closed_loop(call, concurrency, requests)
     result["server_cpu_ms"] = round(1000 * (cpu_seconds(orchestrator.pid) - cpu_before) / requests, 3)
@@ -290,22 +294,21 @@ def warm_exact_entry(orchestrator: OrchestratorProcess) -> int:
 
 async def semantic_hits(orchestrators: dict[str, OrchestratorProcess], requests: int) -> dict[str, dict]:
     """Semantic-hit latency at concurrency 1 through each orchestrator, alternating request by request (after
-    100 warm-up rounds), so drift of the machine and the engine's cancelled speculative generations weigh on
+    WARM_UP rounds), so drift of the machine and the engine's cancelled speculative generations weigh on
     both alike."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": SEMANTIC_HIT_QUESTION}],
             "max_tokens": HIT_MAX_TOKENS}
-    headers = {"cache-control": "no-store"}
     latencies: dict[str, list[float]] = {name: [] for name in orchestrators}
     async with contextlib.AsyncExitStack() as opened:
         clients = {name: await opened.enter_async_context(httpx.AsyncClient(base_url=o.http_url, timeout=120))
                    for name, o in orchestrators.items()}
-        for round_ in range(100 + requests):
+        for round_ in range(WARM_UP + requests):
             for name, client in clients.items():
                 started = time.perf_counter()
-                response = await client.post("/v1/chat/completions", json=body, headers=headers)
+                response = await client.post("/v1/chat/completions", json=body, headers=NO_STORE)
                 elapsed = time.perf_counter() - started
                 assert response.headers["x-cache"] == "semantic", (name, response.headers.get("x-cache"))
-                if round_ >= 100:
+                if round_ >= WARM_UP:
                     latencies[name].append(elapsed)
     return {name: {"p50_ms": percentile_ms(samples, 50), "p99_ms": percentile_ms(samples, 99)}
             for name, samples in latencies.items()}
@@ -316,7 +319,7 @@ async def below_band_verifier_calls(orchestrator: OrchestratorProcess) -> float:
     calls = total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total")
     async with httpx.AsyncClient(base_url=orchestrator.http_url, timeout=120) as client:
         for question in BELOW_BAND_QUESTIONS:
-            await client.post("/v1/chat/completions", headers={"cache-control": "no-store"}, json={
+            await client.post("/v1/chat/completions", headers=NO_STORE, json={
                 "model": MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 1})
     return total(scrape(orchestrator.http_url), "orchestrator_semantic_verifier_calls_total") - calls
 

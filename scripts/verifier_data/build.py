@@ -15,22 +15,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from orchestrator.cache.guard import NearMissGuard
+from orchestrator.eval import is_near_duplicate
 from orchestrator.pairsets import Pair
 from verifier_data.perturb import Perturber
-
-
-#: Two origins this close, that the guard finds no difference between, are likely the same question asked
-#: twice (QQP holds many unmarked duplicates): as a "different question" label they would teach noise.
-NEAR_DUPLICATE = 0.9
 
 
 def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarray], per_row: int,
                    skip_near_duplicates: bool = False) -> list[Pair]:
     """For each row, its `similar` against the `per_row` nearest other origins (a different text); with
-    `skip_near_duplicates` (the train split), origins that are likely the row's own question are passed over
-    (the calibration and test splits keep them: there they are what the cache will meet)."""
-    guard = NearMissGuard()
+    `skip_near_duplicates` (the train split), origins that are likely the row's own question asked again (the
+    eval's near duplicates; QQP holds many unmarked ones) are passed over: as "different question" labels they
+    would teach noise. The calibration and test splits keep them: there they are what the cache will meet."""
     origins = [origin for origin, _ in rows]
     matrix = np.stack([vectors[o] for o in origins])
     pairs = []
@@ -40,8 +35,7 @@ def hard_negatives(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarra
         for j in np.argsort(-similarities):
             if origins[j] in (origin, similar) or j == i:
                 continue
-            if skip_near_duplicates and float(vectors[origins[j]] @ vectors[origin]) >= NEAR_DUPLICATE \
-                    and guard.agrees(origins[j], origin):
+            if skip_near_duplicates and is_near_duplicate(origins[j], origin, vectors):
                 continue
             pairs.append(Pair(origins[j], similar, False, "hard_negative"))
             taken += 1

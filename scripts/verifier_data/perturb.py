@@ -215,7 +215,7 @@ def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
         words = [m.group() for m in WORD.finditer(text)]
         for before, word in zip(words, words[1:]):
             lowered = word.lower()
-            if before.lower() in VERB_SLOTS and lowered.isalpha() and _is_content(lowered) \
+            if before.lower() in VERB_SLOTS and _is_content(lowered) \
                     and zipf_frequency(lowered, "en") >= COMMON and wordnet.is_verb(lowered):
                 uses[lowered] += 1
     return sorted(word for word, count in uses.items() if count >= MIN_VERB_USES)
