@@ -37,7 +37,7 @@ from orchestrator.pairsets import (  # noqa: E402
     GPTCACHE, QQP, VERIFIER_PAIRS, Pair, load_origin_similar, load_pairs, rows_in, write_pairs,
 )
 from verifier_data.build import build_pairs  # noqa: E402
-from verifier_data.perturb import Perturber, corpus_verbs, proper_nouns  # noqa: E402
+from verifier_data.perturb import Perturber, corpus_verbs, proper_nouns, writings  # noqa: E402
 from verifier_data.wordnet import WordNet  # noqa: E402
 
 SOURCES = {"qqp": QQP, "gptcache": GPTCACHE}
@@ -60,7 +60,7 @@ def build_all(args: argparse.Namespace) -> dict[str, list[Pair]]:
     texts = [t for source in rows.values() for row in source for t in row]
     vectors = embed(texts, threads)
     wordnet = WordNet()
-    perturber = Perturber(wordnet, proper_nouns(texts), corpus_verbs(texts, wordnet))
+    perturber = Perturber(wordnet, proper_nouns(texts), corpus_verbs(texts, wordnet), writings(wordnet))
     rng = random.Random(seed)
     built: dict[str, list[Pair]] = {}
     for split in ("train", "calibration", "test"):

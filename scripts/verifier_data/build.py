@@ -3,7 +3,8 @@
 - paraphrase: each row's (origin, similar), the data's real duplicates;
 - hard_negative: a row's `similar` with the origins of other rows nearest to it by MiniLM cosine (what the
   cache would otherwise serve it; the QQP and GPTCache protocols count exactly these as wrong hits);
-- synthetic near misses (scripts/verifier_data/perturb.py, one pair per family drawn) and surface rewrites.
+- synthetic near misses (scripts/verifier_data/perturb.py, one pair per family drawn), meaning-keeping rewrites
+  (surface, the question asked as a request) and pairs of requests for a written work made from the question.
 
 Deterministic for a seed: rows are visited in file order with one random.Random.
 """
@@ -52,9 +53,11 @@ def build_pairs(rows: Sequence[tuple[str, str]], vectors: dict[str, np.ndarray],
     pairs += hard_negatives(rows, vectors, negatives_per_row, skip_near_duplicates)
     for origin, similar in rows:
         misses = perturber.near_misses(origin, rng)
-        for rewrite in rng.sample(misses, min(families_per_row, len(misses))):
+        drawn = rng.sample(misses, min(families_per_row, len(misses)))
+        for rewrite in drawn:
             cached = rng.choice((origin, similar))
             pairs.append(Pair(cached, rewrite.text, False, rewrite.family))
+        pairs += perturber.written_works(origin, similar, drawn, rng)
         if rng.random() < surface_share:
             for rewrite in perturber.paraphrases(similar, rng):
                 pairs.append(Pair(origin, rewrite.text, True, rewrite.family))

@@ -2,12 +2,14 @@
 
 A near miss changes the one thing the answer depends on while the sentence barely moves in embedding space.
 The families are the kinds of difference a cache must not ignore: entity, number, negation, antonym,
-argument order, unit, time, audience, action. Words come from WordNet (scripts/verifier_data/wordnet.py:
-antonyms, co-hyponyms named by their hypernym root, which words are verbs and which share a sense) and from
-the corpus itself (its capitalised words as entities, the verbs its questions ask about as actions); only
-English grammar's closed classes (auxiliaries, asymmetric prepositions, the words before a verb) are written
-here. Rewrites that
-keep the meaning (contractions, case and punctuation) are positives beside the data's real paraphrases.
+argument order, unit, time, audience, action, and task (the same subject asked for as another kind of text:
+"How do I reset my password?" → "Write a poem about how to reset my password."). Words come from WordNet
+(scripts/verifier_data/wordnet.py: antonyms, co-hyponyms named by their hypernym root, which words are verbs
+and which share a sense, the kinds of written work) and from the corpus itself (its capitalised words as
+entities, the verbs its questions ask about as actions); only English grammar's closed classes (auxiliaries,
+asymmetric prepositions, the words before a verb, the question-to-request frames) are written here. Rewrites
+that keep the meaning (contractions, case and punctuation; a question asked as a request, "Explain how to
+reset my password.") are positives beside the data's real paraphrases.
 WordNet synonyms are not used as positives: a first sense's other lemmas too often change the meaning
 (pass/walk, child/fry).
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from wordfreq import zipf_frequency
 
+from orchestrator.pairsets import Pair
 from verifier_data.wordnet import WordNet
 
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]*|\d+(?:\.\d+)?")
@@ -44,6 +47,16 @@ VERB_SLOTS = frozenset({"to", "i", "you", "we", "they"})
 MIN_VERB_USES = 3
 #: Question words (a closed class): never swapped for a sibling or an antonym.
 QUESTION_WORDS = frozenset({"what", "why", "how", "when", "where", "which", "who", "whom", "whose"})
+#: "How do I <do something>?" and "What is <something>?": the two question frames that read as a request for
+#: the same answer ("Explain how to <do something>.") and whose subject another request can be about.
+HOW_TO = re.compile(r"^how\s+(?:do|does|can|could|should|would|will)\s+(?:i|you|we|one|someone)\s+"
+                    r"(?P<rest>[^?]+?)\s*\?*$", re.IGNORECASE)
+WHAT_IS = re.compile(r"^what\s+(?P<verb>is|are)\s+(?P<rest>[^?]+?)\s*\?*$", re.IGNORECASE)
+#: Request frames that ask for the question's own answer (a closed class of English imperatives).
+ASK_HOW = ("Explain how to {rest}.", "Tell me how to {rest}.", "Show me how to {rest}.")
+ASK_WHAT = ("Explain what {rest} {verb}.", "Tell me what {rest} {verb}.")
+#: Request frames that ask for a written work (any two ask for the same one).
+WRITE = ("Write {work} about {subject}.", "Compose {work} about {subject}.", "Give me {work} about {subject}.")
 
 
 @dataclass(frozen=True)
@@ -68,15 +81,18 @@ def _replace(text: str, match: re.Match, word: str) -> str:
 class Perturber:
     """Every family that applies to a question, each at most once (rng picks the word and the replacement)."""
 
-    def __init__(self, wordnet: WordNet, proper_nouns: Sequence[str], verbs: Sequence[str] = ()) -> None:
+    def __init__(self, wordnet: WordNet, proper_nouns: Sequence[str], verbs: Sequence[str] = (),
+                 writings: Sequence[str] = ()) -> None:
         self.wordnet = wordnet
         self.proper_nouns = sorted(set(proper_nouns))
         self.verbs = sorted(set(verbs))
         self._verb_set = frozenset(self.verbs)
+        self.writings = sorted(set(writings))
 
     def near_misses(self, text: str, rng: random.Random) -> list[Rewrite]:
         found: list[Rewrite] = []
-        for make in (self.number, self.negation, self.antonym, self.order, self.proper_noun, self.action):
+        for make in (self.number, self.negation, self.antonym, self.order, self.proper_noun, self.action,
+                     self.task):
             rewrite = make(text, rng)
             if rewrite is not None and rewrite.text != text:
                 found.append(rewrite)
@@ -84,8 +100,8 @@ class Perturber:
         return found
 
     def paraphrases(self, text: str, rng: random.Random) -> list[Rewrite]:
-        rewrite = self.surface(text, rng)
-        return [rewrite] if rewrite is not None and rewrite.text != text else []
+        rewrites = (self.surface(text, rng), self.request(text, rng))
+        return [r for r in rewrites if r is not None and r.text != text]
 
     # near misses ---------------------------------------------------------------------------------------------
 
@@ -177,6 +193,38 @@ class Perturber:
             return None  # the same action, or a synonym of it in some sense (increase/raise)
         return Rewrite(_replace(text, match, other), "action", False)
 
+    def task(self, text: str, rng: random.Random) -> Rewrite | None:
+        """The question's subject asked for as a kind of written work ("What is a mortgage?" → "Write a story
+        about a mortgage."): the topic stays, the answer is another text."""
+        subject = _subject(text)
+        if subject is None or not self.writings:
+            return None
+        return Rewrite(_write(rng.choice(self.writings), subject, WRITE[0]), "task", False)
+
+    def written_works(self, text: str, paraphrase: str, misses: Sequence[Rewrite],
+                      rng: random.Random) -> list[Pair]:
+        """Pairs of two requests for a written work made from one question, so that requests are told apart by
+        what they ask for, not by their frame: the same work in other words (a positive, "request": another
+        frame, about the paraphrase's subject when it has one), another kind of work about the same subject
+        ("task"; never one directly above or below it in WordNet, poem/ballad), and the same work about a near
+        miss's subject (the miss's family)."""
+        subject = _subject(text)
+        if subject is None or len(self.writings) < 2:
+            return []
+        writing = rng.choice(self.writings)
+        frame, other_frame = rng.sample(WRITE, 2)
+        asked = _write(writing, subject, frame)
+        pairs = [Pair(asked, _write(writing, _subject(paraphrase) or subject, other_frame), True, "request")]
+        others = [w for w in self.writings if w != writing and not self.wordnet.shares_a_sense(w, writing)]
+        if others:
+            pairs.append(Pair(asked, _write(rng.choice(others), subject, frame), False, "task"))
+        for miss in misses:
+            miss_subject = _subject(miss.text)
+            if miss_subject is not None and miss_subject != subject:
+                pairs.append(Pair(asked, _write(writing, miss_subject, frame), False, miss.family))
+                break
+        return pairs
+
     def siblings(self, text: str, rng: random.Random) -> list[Rewrite]:
         """One co-hyponym swap per family found (unit, time, audience, entity)."""
         by_family: dict[str, list[tuple[re.Match, list[str]]]] = {}
@@ -206,6 +254,31 @@ class Perturber:
         styles: list[Callable[[str], str]] = [str.lower, lambda t: t.rstrip("?.! "), lambda t: t.rstrip("?") + " ?"]
         return Rewrite(rng.choice(styles)(text), "surface", True)
 
+    @staticmethod
+    def request(text: str, rng: random.Random) -> Rewrite | None:
+        """The question asked as a request for the same answer ("How can I reset my password?" → "Tell me how
+        to reset my password.")."""
+        if match := HOW_TO.match(text.strip()):
+            return Rewrite(rng.choice(ASK_HOW).format(rest=match["rest"]), "request", True)
+        if match := WHAT_IS.match(text.strip()):
+            return Rewrite(rng.choice(ASK_WHAT).format(rest=match["rest"], verb=match["verb"].lower()), "request",
+                           True)
+        return None
+
+
+def _write(writing: str, subject: str, frame: str) -> str:
+    article = "an" if writing[0] in "aeiou" else "a"
+    return frame.format(work=f"{article} {writing}", subject=subject)
+
+
+def _subject(text: str) -> str | None:
+    """What a how-to or what-is question is about ("how to reset my password", "a mortgage"), or None."""
+    if match := HOW_TO.match(text.strip()):
+        return f"how to {match['rest']}"
+    if match := WHAT_IS.match(text.strip()):
+        return match["rest"]
+    return None
+
 
 def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
     """Common words the corpus puts in a verb slot at least MIN_VERB_USES times that WordNet knows as verbs:
@@ -219,6 +292,13 @@ def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
                     and zipf_frequency(lowered, "en") >= COMMON and wordnet.is_verb(lowered):
                 uses[lowered] += 1
     return sorted(word for word, count in uses.items() if count >= MIN_VERB_USES)
+
+
+def writings(wordnet: WordNet) -> list[str]:
+    """Kinds of written work a request can ask for (poem, story, essay, …): common one-word nouns among WordNet's
+    kinds of writing and of literary composition."""
+    found = wordnet.kinds_of("written material", depth=1) + wordnet.kinds_of("literary composition", depth=2)
+    return sorted({w for w in found if " " not in w and zipf_frequency(w, "en") >= COMMON})
 
 
 def proper_nouns(texts: Sequence[str]) -> list[str]:

@@ -99,6 +99,15 @@ class WordNet:
         related = keys | {k for key in keys for k in self.synsets[key].hypernyms + self.children[key]}
         return bool(related & set(self.by_word.get(other, ())))
 
+    def kinds_of(self, word: str, depth: int) -> list[str]:
+        """The first word of each noun synset up to `depth` levels below `word`'s first noun sense (hyponyms)."""
+        keys = [k for k in self.by_word.get(word, ()) if self.synsets[k].pos == "n"]
+        level, found = keys[:1], []
+        for _ in range(depth):
+            level = [child for key in level for child in self.children[key]]
+            found += [self.synsets[key].words[0] for key in level]
+        return found
+
     def antonyms(self, word: str) -> list[str]:
         found = []
         for key in self.by_word.get(word, ()):
