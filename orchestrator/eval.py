@@ -10,9 +10,9 @@ It runs without servers, through the same code as the layer: the in-process all-
 model Triton's `embedding` serves), the faiss index (orchestrator.cache.vector_index.FaissIndex), the pair
 verifier (model_assets.pair_verifier, what Triton's `pair_verifier` serves) and SemanticMatcher. The three
 decisions (`--mode`): `cosine` (similarity ≥ threshold), `guard` (and the near-miss guard agrees: the layer's
-default and fallback), `verifier` (`semantic.verifier.enabled`: the guard, then the verifier's veto
+fallback, and its rule with `semantic.verifier.enabled` off), `verifier` (the guard, then the verifier's veto
 above the threshold and its τ for `semantic.max_error_rate` in the band below; its lines give the realised
-error beside δ).
+error beside δ). Without `--mode`, `pairs` and `gptcache` measure the layer's default decision.
 Embedding and scoring are done up front in length-sorted batches and are not part of the lookup time. Every
 command prints one JSON line per result. The labelled sets and their fixed split are orchestrator.pairsets (data/semantic/, sources and licences in its README.md).
 """
@@ -51,6 +51,8 @@ _FULL_GUARD = NearMissGuard()
 DEFAULTS = SemanticSettings()
 Mode = Literal["cosine", "guard", "verifier"]
 MODES: tuple[Mode, ...] = ("cosine", "guard", "verifier")
+#: The decision the layer makes with default settings.
+DEFAULT_MODE: Mode = "verifier" if DEFAULTS.verifier.enabled else "guard"
 SplitOption = Literal["train", "calibration", "test", "all"]
 
 
@@ -170,7 +172,7 @@ def _check_sweep(sweep: bool, mode: Mode) -> None:
 def pairs(file: Path,
           threshold: Annotated[float, typer.Option(help="cosine threshold (cosine, guard)")] = DEFAULTS.threshold,
           sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
-          mode: Annotated[str, typer.Option(help="cosine | guard (the layer's default) | verifier")] = "guard",
+          mode: Annotated[str, typer.Option(help="cosine | guard | verifier (default: the layer's)")] = DEFAULT_MODE,
           candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """Labelled pairs {cached, query, same_answer}: paraphrase hit rate, near-miss rejection, precision."""
     chosen_mode = _mode(mode)
@@ -255,7 +257,7 @@ def load_rows(path: Path, split: SplitOption) -> list[tuple[str, str]]:
 def gptcache(file: Path,
              threshold: Annotated[float, typer.Option(help="cosine threshold (cosine, guard)")] = DEFAULTS.threshold,
              sweep: Annotated[bool, typer.Option(help="one line per threshold 0.50..0.99")] = False,
-             mode: Annotated[str, typer.Option(help="cosine | guard (the layer's default) | verifier")] = "guard",
+             mode: Annotated[str, typer.Option(help="cosine | guard | verifier (default: the layer's)")] = DEFAULT_MODE,
              split: Annotated[str, typer.Option(help="train | calibration | test | all")] = "test",
              candidates: int = DEFAULTS.candidates, threads: int = 1) -> None:
     """GPTCache's protocol on one split of a {origin, similar} file: store every origin (one scope), query

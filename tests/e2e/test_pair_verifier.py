@@ -28,9 +28,9 @@ VERIFIER = TritonSettings().pair_verifier_model
 CACHED = "How do I stop my dog from barking at night?"
 NEAR_MISS = "How do I teach my dog to bark at night?"
 
-#: The verifier is off by default (semantic.verifier.enabled): an orchestrator of this module's own turns it on.
+#: An orchestrator of this module's own (the verifier on, as by default): its metrics count only this test's calls.
 verified = orchestrator_fixture("verifier", {"sk-verifier-gamma": {"tenant": "gamma"}}, "sk-verifier-admin",
-                                fixture_name="verified", ORCH_SEMANTIC__VERIFIER__ENABLED="true")
+                                fixture_name="verified")
 
 
 @pytest.fixture(scope="module")
