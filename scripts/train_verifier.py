@@ -93,8 +93,12 @@ def train(pairs: list[Pair], args: argparse.Namespace) -> Path:
         module.requires_grad_(False)
     tokenizer = load_pair_tokenizer()
     # Either order of a pair, drawn once: the cache asks (stored, new), but "the same question" is symmetric.
-    examples = [(p.cached, p.query, float(p.same_answer)) if rng.random() < 0.5
-                else (p.query, p.cached, float(p.same_answer)) for p in pairs]
+    # The data's real paraphrases go in both orders: reworded ones are the rarest positives.
+    examples = []
+    for p in pairs:
+        orders = [(p.cached, p.query), (p.query, p.cached)]
+        drawn = orders if p.kind == "paraphrase" else [orders[0] if rng.random() < 0.5 else orders[1]]
+        examples += [(a, b, float(p.same_answer)) for a, b in drawn]
     batches_per_epoch = (len(examples) + args.batch - 1) // args.batch
     optimizer = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=args.lr,
                                   weight_decay=0.01)
