@@ -12,7 +12,7 @@ setup-test:
 setup-train:
 	@scripts/setup --train
 
-## Re-train the semantic cache's pair verifier (~25 min on 2 cores; the result ships in model_assets/pair_verifier).
+## Re-train the semantic cache's pair verifier (~29 min on 2 cores; the result ships in model_assets/pair_verifier).
 train-verifier: setup-train
 	@$(PY) scripts/train_verifier.py
 

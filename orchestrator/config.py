@@ -236,7 +236,7 @@ class VerifierSettings(BaseModel):
     model_config = STRICT
 
     #: On by default: on the labelled test sets (questions, statements, and requests made from questions) it
-    #: adds paraphrase hits and refuses near misses that cosine and guard alone serve, for ~3.5 ms per semantic
+    #: adds paraphrase hits and refuses near misses that cosine and guard alone serve, for ~4 ms per semantic
     #: hit (docs/benchmarks.md). Off, the layer decides on `semantic.threshold` and the guard alone.
     enabled: bool = True
     #: Cosine from which a candidate goes to the verifier (the band's lower bar); below it a lookup is a miss

