@@ -55,6 +55,8 @@ WHAT_IS = re.compile(r"^what\s+(?P<verb>is|are)\s+(?P<rest>[^?]+?)\s*\?*$", re.I
 #: Request frames that ask for the question's own answer (a closed class of English imperatives).
 ASK_HOW = ("Explain how to {rest}.", "Tell me how to {rest}.", "Show me how to {rest}.")
 ASK_WHAT = ("Explain what {rest} {verb}.", "Tell me what {rest} {verb}.")
+#: Each question frame with the requests that ask for its answer and the subject a written work can be about.
+FRAMES = ((HOW_TO, ASK_HOW, "how to {rest}"), (WHAT_IS, ASK_WHAT, "{rest}"))
 #: Request frames that ask for a written work (any two ask for the same one).
 WRITE = ("Write {work} about {subject}.", "Compose {work} about {subject}.", "Give me {work} about {subject}.")
 
@@ -258,12 +260,11 @@ class Perturber:
     def request(text: str, rng: random.Random) -> Rewrite | None:
         """The question asked as a request for the same answer ("How can I reset my password?" → "Tell me how
         to reset my password.")."""
-        if match := HOW_TO.match(text.strip()):
-            return Rewrite(rng.choice(ASK_HOW).format(rest=match["rest"]), "request", True)
-        if match := WHAT_IS.match(text.strip()):
-            return Rewrite(rng.choice(ASK_WHAT).format(rest=match["rest"], verb=match["verb"].lower()), "request",
-                           True)
-        return None
+        found = _framed(text)
+        if found is None:
+            return None
+        (_, asks, _), parts = found
+        return Rewrite(rng.choice(asks).format(**parts), "request", True)
 
 
 def _write(writing: str, subject: str, frame: str) -> str:
@@ -271,13 +272,18 @@ def _write(writing: str, subject: str, frame: str) -> str:
     return frame.format(work=f"{article} {writing}", subject=subject)
 
 
+def _framed(text: str) -> tuple[tuple, dict[str, str]] | None:
+    """The question's frame (an entry of FRAMES) and its parts (`rest`, the lower-case `verb`), or None."""
+    for frame in FRAMES:
+        if match := frame[0].match(text.strip()):
+            return frame, {"rest": match["rest"], "verb": (match.groupdict().get("verb") or "").lower()}
+    return None
+
+
 def _subject(text: str) -> str | None:
     """What a how-to or what-is question is about ("how to reset my password", "a mortgage"), or None."""
-    if match := HOW_TO.match(text.strip()):
-        return f"how to {match['rest']}"
-    if match := WHAT_IS.match(text.strip()):
-        return match["rest"]
-    return None
+    found = _framed(text)
+    return None if found is None else found[0][2].format(**found[1])
 
 
 def corpus_verbs(texts: Sequence[str], wordnet: WordNet) -> list[str]:
